@@ -1,0 +1,177 @@
+"""The ASGI application: A2A routes, guards, health, and the runtime behind them."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from a2a.server.routes import (
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
+from a2a.server.tasks import DatabaseTaskStore
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import __version__
+from .auth import BearerAuthMiddleware, BodyLimitMiddleware
+from .card import build_agent_card
+from .config import Settings
+from .errors import UpstreamError
+from .execution.executor import ExecutorOptions, OpenCodeExecutor
+from .handler import OpenCodeRequestHandler
+from .store.bindings import BindingStore
+from .store.database import create_engine
+from .store.tasks import WriteBehindTaskStore
+from .upstream.client import OpenCodeClient
+from .upstream.events import EventHub
+from .upstream.process import ManagedOpenCode, find_opencode_binary
+
+log = logging.getLogger(__name__)
+
+SSE_SHUTDOWN_GRACE = 2.0
+
+
+@dataclass
+class Runtime:
+    """Everything with a lifetime: upstream connection, event hub, stores."""
+
+    settings: Settings
+    client: OpenCodeClient
+    hub: EventHub
+    task_store: WriteBehindTaskStore
+    bindings: BindingStore
+    opencode_binary: str | None = None
+    managed: ManagedOpenCode | None = None
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the application; upstream connections open in its lifespan."""
+    engine = create_engine(settings.database_url)
+    password = settings.opencode_server_password
+    client = OpenCodeClient(
+        str(settings.opencode_base_url or "http://127.0.0.1:0"),
+        username=settings.opencode_server_username,
+        password=password.get_secret_value() if password else None,
+        timeout=settings.opencode_timeout,
+    )
+    hub = EventHub(client)
+    db_store = DatabaseTaskStore(engine)
+    runtime = Runtime(
+        settings=settings,
+        client=client,
+        hub=hub,
+        task_store=WriteBehindTaskStore(db_store),
+        bindings=BindingStore(engine),
+    )
+    if settings.opencode_base_url is None:
+        # Resolved now so a missing binary stops startup with one clear line.
+        runtime.opencode_binary = find_opencode_binary(settings.opencode_bin)
+    executor = OpenCodeExecutor(
+        client=client,
+        hub=hub,
+        bindings=runtime.bindings,
+        options=ExecutorOptions(
+            workspace_root=settings.workspace_root,
+            allow_directory_override=settings.a2a_allow_directory_override,
+            default_model=settings.default_model,
+            stream_timeout=settings.stream_timeout,
+        ),
+    )
+    card = build_agent_card(settings)
+    handler = OpenCodeRequestHandler(
+        agent_executor=executor, task_store=runtime.task_store, agent_card=card
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await db_store.initialize()
+        await runtime.bindings.initialize()
+        await _start_upstream(runtime)
+        try:
+            yield
+        finally:
+            await handler.aclose()
+            await runtime.task_store.aclose()
+            await hub.stop()
+            if runtime.managed is not None:
+                await runtime.managed.stop()
+            await client.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="opencode-a2a-server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.runtime = runtime
+    routes = [
+        *create_agent_card_routes(card),
+        Route("/health", _health, methods=["GET"]),
+        *create_jsonrpc_routes(
+            handler, "/", enable_v0_3_compat=True, shutdown_grace_period=SSE_SHUTDOWN_GRACE
+        ),
+        # The REST routes end with a catch-all /{tenant} mount, so they go last.
+        *create_rest_routes(
+            handler, enable_v0_3_compat=True, shutdown_grace_period=SSE_SHUTDOWN_GRACE
+        ),
+    ]
+    app.router.routes.extend(routes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.a2a_max_request_body_bytes)
+    app.add_middleware(BearerAuthMiddleware, token=settings.a2a_bearer_token.get_secret_value())
+    return app
+
+
+async def _start_upstream(runtime: Runtime) -> None:
+    settings = runtime.settings
+    if runtime.opencode_binary is not None:
+        managed = ManagedOpenCode(
+            binary=runtime.opencode_binary,
+            workspace=settings.workspace_root,
+            data_dir=settings.opencode_data_dir,
+            on_restart=_follow_restart(runtime),
+        )
+        await managed.start()
+        runtime.managed = managed
+        runtime.client.set_base_url(managed.base_url)
+        runtime.client.set_credentials(managed.username, managed.password)
+        log.info("managed OpenCode started at %s (pid %s)", managed.base_url, managed.pid)
+    await runtime.hub.start()
+    if not await runtime.hub.wait_connected(10):
+        log.warning("OpenCode event stream not connected yet at %s", runtime.client.base_url)
+
+
+def _follow_restart(runtime: Runtime) -> Callable[[str], Awaitable[None]]:
+    async def on_restart(base_url: str) -> None:
+        runtime.client.set_base_url(base_url)
+        log.warning("managed OpenCode restarted at %s", base_url)
+
+    return on_restart
+
+
+async def _health(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    upstream: dict[str, object] = {"base_url": runtime.client.base_url}
+    try:
+        answer = await runtime.client.health(timeout=3.0)
+        upstream.update(healthy=bool(answer.get("healthy")), version=answer.get("version"))
+    except UpstreamError as exc:
+        upstream.update(healthy=False, error=exc.message)
+    upstream["event_stream_connected"] = runtime.hub.connected
+    if runtime.managed is not None:
+        upstream["managed_pid"] = runtime.managed.pid
+    ok = bool(upstream.get("healthy")) and runtime.hub.connected
+    body = {
+        "status": "ok" if ok else "degraded",
+        "adapter": {"name": "opencode-a2a-server", "version": __version__},
+        "upstream": upstream,
+    }
+    return JSONResponse(body, status_code=200 if ok else 503)

@@ -1,0 +1,96 @@
+"""Command line: `opencode-a2a-server serve`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .config import Settings, SettingsError, load_settings
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_CONFIG
+    return int(args.run(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opencode-a2a-server",
+        description="Serve the OpenCode coding agent over the A2A protocol (1.0 and 0.3).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser(
+        "serve",
+        help="run the A2A server",
+        description=(
+            "Run the A2A server. Settings come from the environment (A2A_BEARER_TOKEN is "
+            "required; see README for every variable). Without OPENCODE_BASE_URL an "
+            "`opencode serve` process is started and supervised."
+        ),
+    )
+    serve.add_argument("--host", help="override A2A_HOST")
+    serve.add_argument("--port", type=int, help="override A2A_PORT")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["a2a_host"] = args.host
+    if args.port is not None:
+        overrides["a2a_port"] = args.port
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        print(f"opencode-a2a-server: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    _configure_logging(settings)
+    return _run_uvicorn(settings)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.a2a_log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request URL at INFO; keep it for DEBUG only.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _run_uvicorn(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .upstream.process import ManagedOpenCodeError
+
+    try:
+        app = create_app(settings)
+    except ManagedOpenCodeError as exc:
+        print(f"opencode-a2a-server: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    config = uvicorn.Config(
+        app,
+        host=settings.a2a_host,
+        port=settings.a2a_port,
+        log_level=settings.a2a_log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Settings: every environment variable the service reads, with its default.
+
+README's variable table is generated from nothing but this module; keep them in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_FILE = ".data/opencode-a2a.db"
+
+
+class Settings(BaseSettings):
+    """Configuration of one adapter process, read from the environment."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    # Inbound A2A side.
+    a2a_bearer_token: SecretStr = Field(description="Token clients must send as Bearer.")
+    a2a_host: str = "127.0.0.1"
+    a2a_port: int = Field(8000, ge=0, le=65535)
+    a2a_public_url: AnyHttpUrl | None = None
+    a2a_log_level: str = "INFO"
+    a2a_log_payloads: bool = False
+    a2a_log_body_limit: int = Field(4096, ge=0)
+    a2a_max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
+    a2a_allow_directory_override: bool = True
+    a2a_enable_session_shell: bool = False
+    a2a_database_url: str = ""
+
+    # Upstream OpenCode side.
+    opencode_base_url: AnyHttpUrl | None = None
+    opencode_workspace_root: Path | None = None
+    opencode_provider_id: str | None = None
+    opencode_model_id: str | None = None
+    opencode_server_username: str = "opencode"
+    opencode_server_password: SecretStr | None = None
+    opencode_timeout: float = Field(120.0, gt=0)
+    opencode_timeout_stream: float | None = Field(None, gt=0)
+    opencode_bin: str | None = None
+    opencode_data_dir: Path | None = None
+
+    @field_validator("a2a_bearer_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("a2a_log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("a2a_database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("opencode_workspace_root")
+    @classmethod
+    def _existing_directory(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        resolved = value.expanduser().resolve()
+        if not resolved.is_dir():
+            raise ValueError(f"{value} is not an existing directory")
+        return resolved
+
+    @property
+    def workspace_root(self) -> Path:
+        """The directory turns run in when the client names none."""
+        return self.opencode_workspace_root or Path.cwd().resolve()
+
+    @property
+    def database_url(self) -> str:
+        """The task database; a SQLite file under the working directory by default."""
+        if self.a2a_database_url:
+            return self.a2a_database_url
+        path = Path(DEFAULT_DATABASE_FILE).resolve()
+        return f"sqlite+aiosqlite:///{path}"
+
+    @property
+    def public_url(self) -> str:
+        """Base URL clients reach this service at, without a trailing slash."""
+        if self.a2a_public_url is not None:
+            return str(self.a2a_public_url).rstrip("/")
+        host = self.a2a_host if self.a2a_host not in {"0.0.0.0", "::", ""} else "127.0.0.1"
+        return f"http://{host}:{self.a2a_port}"
+
+    @property
+    def default_model(self) -> dict[str, str] | None:
+        """The model every turn uses unless the request picks one."""
+        if self.opencode_provider_id and self.opencode_model_id:
+            return {"providerID": self.opencode_provider_id, "modelID": self.opencode_model_id}
+        return None
+
+    @property
+    def stream_timeout(self) -> float | None:
+        """Longest silence tolerated on the upstream event stream (None: no limit)."""
+        return self.opencode_timeout_stream
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, turning validation errors into one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the environment variable."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        name = field.upper()
+        if error["type"] == "missing":
+            lines.append(f"{name} is required but not set")
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name} is invalid: {message}")
+    return "; ".join(lines)

@@ -1,0 +1,133 @@
+"""TaskStream: publishes one task's A2A events, numbered, and never after a terminal state."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from a2a.server.events import EventQueue
+from a2a.server.tasks import TaskUpdater
+from a2a.types.a2a_pb2 import Part, Role, TaskState
+
+from .mapping import to_struct
+
+TERMINAL_STATES = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
+# States after which this turn publishes nothing more (input-required pauses, not ends).
+FINAL_STATES = TERMINAL_STATES | {TaskState.TASK_STATE_AUTH_REQUIRED}
+
+BLOCK_ARTIFACTS = {
+    "text": ("response", "response"),
+    "reasoning": ("reasoning", "reasoning"),
+}
+
+
+class TaskStream:
+    """The A2A side of one turn: artifact chunks and status updates for one task."""
+
+    def __init__(self, queue: EventQueue, task_id: str, context_id: str) -> None:
+        self.task_id = task_id
+        self.context_id = context_id
+        self._updater = TaskUpdater(queue, task_id, context_id)
+        self._sequence = 0
+        self._started: set[str] = set()
+        self._lock = asyncio.Lock()
+        self.final_state: int | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.final_state is not None
+
+    def artifact_id(self, block: str, suffix: str = "") -> str:
+        base = BLOCK_ARTIFACTS[block][0] if block in BLOCK_ARTIFACTS else block
+        return f"{self.task_id}:{base}{suffix}"
+
+    def _stream_meta(self, block: str, message_id: str | None, **extra: Any) -> dict[str, Any]:
+        self._sequence += 1
+        meta: dict[str, Any] = {
+            "block_type": block,
+            "message_id": message_id or f"{self.task_id}:assistant",
+            "event_id": f"{self.task_id}:stream:{self._sequence}",
+            "sequence": self._sequence,
+        }
+        meta.update(extra)
+        return {"shared": {"stream": meta}}
+
+    async def text_chunk(self, block: str, text: str, message_id: str | None) -> None:
+        """Stream a delta of the text or reasoning block (appended to what came before)."""
+        async with self._lock:
+            if self.closed or not text:
+                return
+            artifact_id = self.artifact_id(block)
+            append = artifact_id in self._started
+            self._started.add(artifact_id)
+            await self._updater.add_artifact(
+                [Part(text=text)],
+                artifact_id=artifact_id,
+                name=BLOCK_ARTIFACTS[block][1],
+                metadata=self._stream_meta(block, message_id, source="stream"),
+                append=append,
+            )
+
+    async def text_snapshot(self, block: str, text: str, message_id: str | None) -> None:
+        """Replace a text or reasoning block with its complete, final content."""
+        async with self._lock:
+            if self.closed:
+                return
+            artifact_id = self.artifact_id(block)
+            self._started.add(artifact_id)
+            await self._updater.add_artifact(
+                [Part(text=text)],
+                artifact_id=artifact_id,
+                name=BLOCK_ARTIFACTS[block][1],
+                metadata=self._stream_meta(block, message_id, source="final_snapshot"),
+                append=False,
+                last_chunk=True,
+            )
+
+    async def tool_call(self, part_id: str, data: dict[str, Any], message_id: str | None) -> None:
+        """Publish the whole current state of one tool call (replacing the previous one)."""
+        async with self._lock:
+            if self.closed:
+                return
+            await self._updater.add_artifact(
+                [Part(data=_value(data), media_type="application/json")],
+                artifact_id=f"{self.task_id}:tool:{part_id}",
+                name="tool_call",
+                metadata=self._stream_meta("tool_call", message_id, source="tool_part_update"),
+                append=False,
+                last_chunk=data.get("status") in ("completed", "error"),
+            )
+
+    async def status(
+        self,
+        state: int,
+        text: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Publish a status; returns False if the task had already reached a final state."""
+        async with self._lock:
+            if self.closed:
+                return False
+            message = None
+            if text:
+                message = self._updater.new_agent_message([Part(text=text)])
+                message.role = Role.ROLE_AGENT
+            if state in FINAL_STATES:
+                self.final_state = state
+            await self._updater.update_status(state, message=message, metadata=metadata)  # type: ignore[arg-type]
+            return True
+
+
+def _value(data: dict[str, Any]) -> Any:
+    from google.protobuf.struct_pb2 import Value
+
+    value = Value()
+    value.struct_value.CopyFrom(to_struct(data))
+    return value

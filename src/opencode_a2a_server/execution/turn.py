@@ -1,0 +1,393 @@
+"""Turn: one A2A task driving one OpenCode prompt, from prompt to a final state.
+
+The turn subscribes to the EventHub before prompting, streams text, reasoning and tool
+calls as they arrive, and finishes on `session.idle` by reconciling with the messages
+OpenCode stored, so the final Task agrees with OpenCode even if events were late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from a2a.types.a2a_pb2 import TaskState
+
+from ..errors import (
+    TurnFailure,
+    UpstreamError,
+    UpstreamUnreachable,
+    failure_from_exception,
+    failure_from_session_error,
+)
+from ..upstream.client import OpenCodeClient
+from ..upstream.events import EventHub, StreamLost, StreamRestored, Subscription
+from .mapping import TEXT_SEPARATOR, text_of_parts, tool_call_data, usage_of
+from .stream import TaskStream
+
+log = logging.getLogger(__name__)
+
+HUB_CONNECT_TIMEOUT = 3.0
+SILENCE_PROBE_SECONDS = 30.0
+RECONCILE_ATTEMPTS = 40
+RECONCILE_INTERVAL = 0.05
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHING = "finishing"
+    DONE = "done"
+
+
+@dataclass
+class TurnRequest:
+    """What to send to OpenCode for one turn."""
+
+    session_id: str
+    session_title: str
+    directory: str
+    body: dict[str, Any]
+
+
+@dataclass
+class _Block:
+    """What has been streamed of one OpenCode text or reasoning part."""
+
+    kind: str
+    message_id: str
+    emitted: str = ""
+
+
+@dataclass
+class _Progress:
+    """Everything the turn has learned from the event stream so far."""
+
+    posted_at_ms: float = 0.0
+    user_message_id: str | None = None
+    assistant: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blocks: dict[str, _Block] = field(default_factory=dict)
+    pending_deltas: dict[str, list[str]] = field(default_factory=dict)
+    tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    streamed: dict[str, bool] = field(default_factory=dict)
+    failure: TurnFailure | None = None
+    early_failure: TurnFailure | None = None
+    aborted: bool = False
+
+
+class Turn:
+    """A small state machine: STARTING -> RUNNING -> FINISHING -> DONE."""
+
+    def __init__(
+        self,
+        *,
+        client: OpenCodeClient,
+        hub: EventHub,
+        stream: TaskStream,
+        request: TurnRequest,
+        stream_timeout: float | None = None,
+    ) -> None:
+        self.client = client
+        self.hub = hub
+        self.stream = stream
+        self.request = request
+        self.stream_timeout = stream_timeout
+        self.phase = Phase.STARTING
+        self.canceled = False
+        self._progress = _Progress()
+
+    @property
+    def session_id(self) -> str:
+        return self.request.session_id
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drive the turn to a final state; never leaves the task `working`."""
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, UpstreamError):
+                log.exception("turn for task %s failed", self.stream.task_id)
+            await self._fail(failure_from_exception(exc))
+        finally:
+            self.phase = Phase.DONE
+
+    async def cancel(self) -> None:
+        """Abort the OpenCode turn and end the task `canceled` (idempotent)."""
+        if self.canceled:
+            return
+        self.canceled = True
+        try:
+            await self.client.abort(self.session_id, self.request.directory)
+        except UpstreamError as exc:
+            log.warning("abort of session %s failed: %s", self.session_id, exc.message)
+        await self.stream.status(
+            TaskState.TASK_STATE_CANCELED,
+            "Canceled at the client's request.",
+            metadata=self._session_metadata(),
+        )
+
+    async def _run(self) -> None:
+        await self._ensure_hub()
+        with self.hub.subscribe(self.session_id) as subscription:
+            self._progress.posted_at_ms = time.time() * 1000 - 5
+            await self.client.prompt_async(
+                self.session_id, self.request.directory, self.request.body
+            )
+            self.phase = Phase.RUNNING
+            await self._consume(subscription)
+            self.phase = Phase.FINISHING
+            await self._finish()
+
+    async def _ensure_hub(self) -> None:
+        if await self.hub.wait_connected(HUB_CONNECT_TIMEOUT):
+            return
+        await self.client.health()  # raises UpstreamUnreachable with the real cause
+        raise UpstreamUnreachable(
+            f"OpenCode at {self.client.base_url} answers, but its event stream is not connected"
+        )
+
+    # -- consuming events -----------------------------------------------------
+
+    async def _consume(self, subscription: Subscription) -> None:
+        silence = self.stream_timeout or SILENCE_PROBE_SECONDS
+        while True:
+            try:
+                item = await subscription.get(timeout=silence)
+            except TimeoutError:
+                if await self._silence_says_done():
+                    return
+                continue
+            if isinstance(item, StreamLost):
+                await self._on_stream_lost(item)
+                continue
+            if isinstance(item, StreamRestored):
+                if not await self._session_busy():
+                    return
+                continue
+            if await self._handle(item):
+                return
+
+    async def _silence_says_done(self) -> bool:
+        """After a long silence: finished if OpenCode says the session is idle."""
+        if not await self._session_busy():
+            return True
+        if self.stream_timeout is not None:
+            raise UpstreamUnreachable(
+                f"OpenCode sent no event for {self.stream_timeout:g} s "
+                "(OPENCODE_TIMEOUT_STREAM); the turn was abandoned"
+            )
+        return False
+
+    async def _session_busy(self) -> bool:
+        status = await self.client.session_status(self.request.directory)
+        return self.session_id in status
+
+    async def _on_stream_lost(self, signal: StreamLost) -> None:
+        try:
+            await self.client.health()
+        except UpstreamUnreachable as exc:
+            raise UpstreamUnreachable(
+                f"OpenCode became unreachable during the turn ({signal.reason}); {exc.message}"
+            ) from exc
+
+    async def _handle(self, event: dict[str, Any]) -> bool:
+        """Apply one event; True when the turn's session went idle."""
+        kind = event.get("type")
+        props = event.get("properties") or {}
+        own = props.get("sessionID") == self.session_id
+        if kind == "message.part.delta":
+            await self._on_delta(props)
+        elif kind == "message.part.updated":
+            await self._on_part(props.get("part") or {})
+        elif kind == "message.updated" and own:
+            self._on_message(props.get("info") or {})
+        elif kind == "session.status" and own:
+            await self._on_status(props.get("status") or {})
+        elif kind == "session.error" and own:
+            self._on_error(props.get("error") or {})
+        elif kind == "session.idle" and own:
+            return self._idle_is_ours()
+        return False
+
+    def _idle_is_ours(self) -> bool:
+        progress = self._progress
+        if progress.user_message_id is not None:
+            return True
+        if progress.early_failure is not None:
+            progress.failure = progress.early_failure
+            return True
+        return False
+
+    def _on_message(self, info: dict[str, Any]) -> None:
+        progress = self._progress
+        role = info.get("role")
+        if role == "user" and progress.user_message_id is None:
+            created = (info.get("time") or {}).get("created") or 0
+            if created >= progress.posted_at_ms:
+                progress.user_message_id = info.get("id")
+        elif role == "assistant" and progress.user_message_id is not None:
+            if info.get("parentID") == progress.user_message_id:
+                progress.assistant[str(info.get("id"))] = info
+
+    async def _on_status(self, status: dict[str, Any]) -> None:
+        if status.get("type") != "retry" or self._progress.user_message_id is None:
+            return
+        attempt = status.get("attempt")
+        reason = status.get("message") or "the model provider failed"
+        await self.stream.status(
+            TaskState.TASK_STATE_WORKING,
+            f"The model provider failed ({reason}); OpenCode is retrying (attempt {attempt}).",
+            metadata={"opencode": {"retry": {"attempt": attempt, "message": reason}}},
+        )
+
+    def _on_error(self, error: dict[str, Any]) -> None:
+        failure = failure_from_session_error(error)
+        progress = self._progress
+        if progress.user_message_id is None:
+            # Before our message exists the error may trail a previous turn; it counts
+            # only if this prompt never produces a message (e.g. an unknown model).
+            progress.early_failure = failure or progress.early_failure
+            return
+        if failure is None:
+            progress.aborted = True
+        elif progress.failure is None:
+            progress.failure = failure
+
+    async def _on_part(self, part: dict[str, Any]) -> None:
+        message_id = part.get("messageID")
+        if message_id not in self._progress.assistant:
+            return
+        kind = part.get("type")
+        part_id = str(part.get("id"))
+        if kind in ("text", "reasoning"):
+            if part.get("synthetic") or part.get("ignored"):
+                return
+            block = self._progress.blocks.setdefault(part_id, _Block(kind, message_id))
+            for delta in self._progress.pending_deltas.pop(part_id, []):
+                await self._emit_delta(block, delta)
+            text = part.get("text") or ""
+            if len(text) > len(block.emitted) and text.startswith(block.emitted):
+                await self._emit_delta(block, text[len(block.emitted) :])
+        elif kind == "tool":
+            data = tool_call_data(part)
+            if self._progress.tools.get(part_id) != data:
+                self._progress.tools[part_id] = data
+                await self.stream.tool_call(part_id, data, message_id)
+
+    async def _on_delta(self, props: dict[str, Any]) -> None:
+        if props.get("field") != "text" or props.get("messageID") not in self._progress.assistant:
+            return
+        part_id = str(props.get("partID"))
+        delta = str(props.get("delta") or "")
+        block = self._progress.blocks.get(part_id)
+        if block is None:
+            self._progress.pending_deltas.setdefault(part_id, []).append(delta)
+            return
+        await self._emit_delta(block, delta)
+
+    async def _emit_delta(self, block: _Block, delta: str) -> None:
+        if not delta:
+            return
+        prefix = ""
+        if not block.emitted and self._progress.streamed.get(block.kind):
+            prefix = TEXT_SEPARATOR
+        block.emitted += delta
+        self._progress.streamed[block.kind] = True
+        await self.stream.text_chunk(block.kind, prefix + delta, block.message_id)
+
+    # -- finishing --------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        if self.canceled:
+            return
+        stored = await self._stored_turn()
+        infos = [entry["info"] for entry in stored]
+        texts = [t for entry in stored for t in text_of_parts(entry["parts"], "text")]
+        reasoning = [t for entry in stored for t in text_of_parts(entry["parts"], "reasoning")]
+        last_id = infos[-1].get("id") if infos else None
+        if reasoning:
+            await self.stream.text_snapshot("reasoning", TEXT_SEPARATOR.join(reasoning), last_id)
+        if texts:
+            await self.stream.text_snapshot("text", TEXT_SEPARATOR.join(texts), last_id)
+        failure = self._progress.failure or _stored_failure(infos)
+        if failure is not None:
+            await self._fail(failure, usage=usage_of(infos))
+            return
+        if self._progress.aborted or _stored_aborted(infos):
+            await self.stream.status(
+                TaskState.TASK_STATE_CANCELED,
+                "The OpenCode turn was aborted.",
+                metadata=self._session_metadata(),
+            )
+            return
+        metadata = self._session_metadata(usage=usage_of(infos))
+        await self.stream.status(TaskState.TASK_STATE_COMPLETED, metadata=metadata)
+
+    async def _stored_turn(self) -> list[dict[str, Any]]:
+        """The turn's assistant messages as OpenCode stored them, once all are complete."""
+        entries: list[dict[str, Any]] = []
+        for _ in range(RECONCILE_ATTEMPTS):
+            history = await self.client.messages(self.session_id, self.request.directory)
+            entries = self._select_turn(history)
+            if all(_message_done(entry["info"]) for entry in entries):
+                return entries
+            await asyncio.sleep(RECONCILE_INTERVAL)
+        return entries
+
+    def _select_turn(self, history: list[Any]) -> list[dict[str, Any]]:
+        user_id = self._progress.user_message_id
+        if user_id is None:
+            for entry in history:
+                info = entry.get("info") or {}
+                created = (info.get("time") or {}).get("created") or 0
+                if info.get("role") == "user" and created >= self._progress.posted_at_ms:
+                    user_id = info.get("id")
+        if user_id is None:
+            return []
+        return [
+            entry
+            for entry in history
+            if (entry.get("info") or {}).get("role") == "assistant"
+            and entry["info"].get("parentID") == user_id
+        ]
+
+    async def _fail(self, failure: TurnFailure, usage: dict[str, Any] | None = None) -> None:
+        if self.canceled:
+            return
+        metadata = self._session_metadata(usage=usage)
+        metadata.update(failure.metadata())
+        await self.stream.status(failure.state, failure.message, metadata=metadata)
+
+    def _session_metadata(self, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        shared: dict[str, Any] = {
+            "session": {"id": self.session_id, "title": self.request.session_title}
+        }
+        if usage is not None:
+            shared["usage"] = usage
+        return {"shared": shared}
+
+
+def _message_done(info: dict[str, Any]) -> bool:
+    return bool((info.get("time") or {}).get("completed")) or bool(info.get("error"))
+
+
+def _stored_failure(infos: list[dict[str, Any]]) -> TurnFailure | None:
+    for info in reversed(infos):
+        error = info.get("error")
+        if isinstance(error, dict):
+            return failure_from_session_error(error)
+    return None
+
+
+def _stored_aborted(infos: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(info.get("error"), dict) and info["error"].get("name") == "MessageAbortedError"
+        for info in infos
+    )

@@ -1,0 +1,166 @@
+"""A small typed client for the parts of OpenCode's HTTP API the adapter uses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from ..errors import UpstreamHTTPError, UpstreamPayloadError, UpstreamUnreachable
+
+CONNECT_TIMEOUT = 5.0
+
+
+class OpenCodeClient:
+    """Calls `opencode serve` with basic auth; every failure becomes an UpstreamError."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str = "opencode",
+        password: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        auth = httpx.BasicAuth(username, password) if password else None
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        self._http = httpx.AsyncClient(
+            auth=auth,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            limits=limits,
+        )
+
+    def set_base_url(self, base_url: str) -> None:
+        """Point at a new address (the managed OpenCode may restart on another port)."""
+        self.base_url = base_url.rstrip("/")
+
+    def set_credentials(self, username: str, password: str | None) -> None:
+        """Use new basic-auth credentials (a managed OpenCode gets a fresh password)."""
+        if password:
+            self._http.auth = httpx.BasicAuth(username, password)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- plumbing -------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        directory: str | None = None,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request and return the decoded JSON body (None for 204)."""
+        query = dict(params or {})
+        if directory is not None:
+            query["directory"] = directory
+        try:
+            response = await self._http.request(
+                method,
+                self.base_url + path,
+                params=query,
+                json=json_body,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamUnreachable(
+                f"OpenCode did not answer {method} {path} in time ({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(
+                f"OpenCode is unreachable at {self.base_url} ({type(exc).__name__}: {exc})"
+            ) from exc
+        return _decode(response, method, path)
+
+    @asynccontextmanager
+    async def stream_events(self, path: str = "/global/event") -> AsyncIterator[httpx.Response]:
+        """Open an SSE stream with no read timeout; raises UpstreamError if it fails."""
+        timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT)
+        try:
+            async with self._http.stream("GET", self.base_url + path, timeout=timeout) as resp:
+                if resp.status_code != 200:
+                    await resp.aread()
+                    _decode(resp, "GET", path)
+                yield resp
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(
+                f"OpenCode event stream at {self.base_url} failed ({type(exc).__name__})"
+            ) from exc
+
+    # -- endpoints ------------------------------------------------------------
+
+    async def health(self, timeout: float = 2.0) -> dict[str, Any]:
+        result = await self.request("GET", "/global/health", timeout=timeout)
+        return _expect_dict(result, "/global/health")
+
+    async def create_session(self, directory: str, title: str) -> dict[str, Any]:
+        result = await self.request(
+            "POST", "/session", directory=directory, json_body={"title": title}
+        )
+        return _expect_dict(result, "POST /session")
+
+    async def get_session(self, session_id: str, directory: str | None = None) -> dict[str, Any]:
+        result = await self.request("GET", f"/session/{session_id}", directory=directory)
+        return _expect_dict(result, "GET /session/{id}")
+
+    async def prompt_async(self, session_id: str, directory: str, body: dict[str, Any]) -> None:
+        await self.request(
+            "POST", f"/session/{session_id}/prompt_async", directory=directory, json_body=body
+        )
+
+    async def abort(self, session_id: str, directory: str | None = None) -> None:
+        await self.request("POST", f"/session/{session_id}/abort", directory=directory)
+
+    async def messages(self, session_id: str, directory: str | None = None) -> list[Any]:
+        result = await self.request("GET", f"/session/{session_id}/message", directory=directory)
+        if not isinstance(result, list):
+            raise UpstreamPayloadError("OpenCode returned a non-list message history")
+        return result
+
+    async def session_status(self, directory: str | None = None) -> dict[str, Any]:
+        result = await self.request("GET", "/session/status", directory=directory)
+        return _expect_dict(result, "/session/status")
+
+
+def _decode(response: httpx.Response, method: str, path: str) -> Any:
+    if response.status_code >= 400:
+        raise UpstreamHTTPError(response.status_code, _error_message(response))
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except json.JSONDecodeError as exc:
+        raise UpstreamPayloadError(f"OpenCode returned invalid JSON for {method} {path}") from exc
+
+
+def _error_message(response: httpx.Response) -> str:
+    """Pull a readable message out of OpenCode's several error shapes."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        text = response.text.strip()
+        return text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        data = body.get("data")
+        if isinstance(data, dict) and data.get("message"):
+            return str(data["message"])
+        if body.get("message"):
+            return str(body["message"])
+        if body.get("name") or body.get("_tag"):
+            return str(body.get("name") or body.get("_tag"))
+    return json.dumps(body)[:300]
+
+
+def _expect_dict(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise UpstreamPayloadError(f"OpenCode returned an unexpected payload for {what}")
+    return value
