@@ -11,6 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PUBLIC_PATHS = frozenset({"/.well-known/agent-card.json"})
 PRINCIPAL = "default"
+# A refused body is read and dropped up to this size before answering 413; a client
+# that keeps sending past it has its connection closed instead.
+DRAIN_LIMIT = 16 * 1024 * 1024
 
 
 async def _send_json(
@@ -80,6 +83,7 @@ class BodyLimitMiddleware:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
+            await _drain(receive, DRAIN_LIMIT)
             await self._refuse(send)
             return
         if declared is not None:
@@ -97,6 +101,8 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN_LIMIT)
                 await self._refuse(send)
                 return
             chunks.append(chunk)
@@ -111,6 +117,18 @@ class BodyLimitMiddleware:
             {"error": "Request body too large", "max_bytes": self.max_bytes},
             [(b"connection", b"close")],
         )
+
+
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop a refused body, so the client sees the 413 and not a reset."""
+    drained = 0
+    while drained <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _content_length(scope: Scope) -> int | None:

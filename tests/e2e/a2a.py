@@ -49,9 +49,7 @@ class A2AHarness:
             await http.aclose()
 
     def http(self) -> httpx.AsyncClient:
-        client = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {self.token}"}, timeout=120
-        )
+        client = httpx.AsyncClient(headers={"Authorization": f"Bearer {self.token}"}, timeout=120)
         self._http.append(client)
         return client
 

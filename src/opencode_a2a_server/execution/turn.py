@@ -119,19 +119,23 @@ class Turn:
             self.phase = Phase.DONE
 
     async def cancel(self) -> None:
-        """Abort the OpenCode turn and end the task `canceled` (idempotent)."""
+        """End the task `canceled` and abort the OpenCode turn (idempotent).
+
+        The status goes out first: once the abort lands the turn may finish on its own,
+        and a stream that has already closed would never see the cancellation.
+        """
         if self.canceled:
             return
         self.canceled = True
-        try:
-            await self.client.abort(self.session_id, self.request.directory)
-        except UpstreamError as exc:
-            log.warning("abort of session %s failed: %s", self.session_id, exc.message)
         await self.stream.status(
             TaskState.TASK_STATE_CANCELED,
             "Canceled at the client's request.",
             metadata=self._session_metadata(),
         )
+        try:
+            await self.client.abort(self.session_id, self.request.directory)
+        except UpstreamError as exc:
+            log.warning("abort of session %s failed: %s", self.session_id, exc.message)
 
     async def _run(self) -> None:
         await self._ensure_hub()
