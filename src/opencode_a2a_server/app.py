@@ -145,7 +145,7 @@ async def _start_upstream(runtime: Runtime) -> None:
         runtime.client.set_credentials(managed.username, managed.password)
         log.info("managed OpenCode started at %s (pid %s)", managed.base_url, managed.pid)
     await runtime.hub.start()
-    if not await runtime.hub.wait_connected(10):
+    if not await runtime.hub.wait_connected(3):
         log.warning("OpenCode event stream not connected yet at %s", runtime.client.base_url)
 
 

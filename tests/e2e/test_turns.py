@@ -59,5 +59,5 @@ async def test_non_streaming_send_returns_finished_task(
     assert task is not None
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
     assert artifact_text(task) == ANSWER.format(prompt)
-    assert len([a for a in task.artifacts if a.name == "response"][0].parts) == 1
+    assert len(next(a for a in task.artifacts if a.name == "response").parts) == 1
     assert metadata_of(task)["shared"]["usage"]["total_tokens"] > 0

@@ -107,8 +107,8 @@ class AdapterProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"adapter exited with {self.proc.returncode}: {self.tail()}")
             try:
-                response = httpx.get(f"{self.url}/health", headers=headers, timeout=2)
-                if response.status_code == 200:
+                response = httpx.get(f"{self.url}/health", headers=headers, timeout=5)
+                if response.status_code in (200, 503):  # 503: up, upstream not (yet) healthy
                     return
             except httpx.HTTPError:
                 pass
