@@ -25,6 +25,7 @@ from .config import Settings
 from .errors import UpstreamError
 from .execution.executor import ExecutorOptions, OpenCodeExecutor
 from .handler import OpenCodeRequestHandler
+from .observability import RequestLogMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
 from .store.tasks import WriteBehindTaskStore
@@ -127,6 +128,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.router.routes.extend(routes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.a2a_max_request_body_bytes)
     app.add_middleware(BearerAuthMiddleware, token=settings.a2a_bearer_token.get_secret_value())
+    app.add_middleware(
+        RequestLogMiddleware,
+        log_payloads=settings.a2a_log_payloads,
+        body_limit=settings.a2a_log_body_limit,
+    )
     return app
 
 

@@ -64,8 +64,14 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # httpx logs every request URL at INFO; keep it for DEBUG only.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Libraries log whole request bodies and URLs at DEBUG; payloads are logged only by
+    # our own redacting middleware (A2A_LOG_PAYLOADS), so they stay at INFO or above.
+    for name in ("a2a", "sse_starlette", "aiosqlite", "sqlalchemy", "asyncio"):
+        logging.getLogger(name).setLevel(
+            max(logging.INFO, logging.getLevelName(settings.a2a_log_level))
+        )
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _run_uvicorn(settings: Settings) -> int:

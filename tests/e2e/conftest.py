@@ -63,7 +63,8 @@ def adapter_env(opencode: ManagedOpenCode, workspace: Path, db: Path) -> dict[st
         "OPENCODE_PROVIDER_ID": "fake",
         "OPENCODE_MODEL_ID": "fake-1",
         "A2A_DATABASE_URL": f"sqlite+aiosqlite:///{db}",
-        "A2A_LOG_LEVEL": "INFO",
+        "A2A_LOG_LEVEL": "DEBUG",
+        "A2A_LOG_PAYLOADS": "true",
     }
 
 

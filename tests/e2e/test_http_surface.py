@@ -181,3 +181,19 @@ async def test_unknown_task_is_404_over_rest_and_32001_over_rpc(http: httpx.Asyn
     assert response.status_code == 404
     response = await http.post("/", json=rpc("GetTask", {"id": "nope"}), headers=V1)
     assert response.json()["error"]["code"] == -32001
+
+
+async def test_logs_carry_requests_but_no_secrets(
+    http: httpx.AsyncClient, adapter: AdapterProcess
+) -> None:
+    marker = f"log-marker-{uuid.uuid4().hex[:8]}"
+    body = rpc("SendMessage", v1_message(marker))
+    body["params"]["metadata"] = {"token": "super-secret-value"}
+    response = await http.post("/", json=body, headers=V1)
+    assert response.json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    log = adapter.log_path.read_text()
+    assert marker in log  # payload logging is on in this stack
+    assert "request POST / status=200 principal=default" in log
+    assert "super-secret-value" not in log
+    assert adapter.token not in log
+    assert adapter.env["OPENCODE_SERVER_PASSWORD"] not in log
