@@ -191,3 +191,19 @@ async def test_non_streaming_failure_returns_task_with_reason(a2a: A2AHarness) -
     task = final_task(events)
     assert task is not None and task.status.state == TaskState.TASK_STATE_AUTH_REQUIRED
     assert "Incorrect API key" in "".join(p.text for p in task.status.message.parts)
+
+
+async def test_provider_retry_is_reported_then_the_turn_completes(a2a: A2AHarness) -> None:
+    marker = uuid.uuid4().hex[:8]
+    events = await a2a.send(f"[[error_once:500]] flaky {marker}")
+    assert states(events)[-1] == TaskState.TASK_STATE_COMPLETED
+    retries = [
+        e.status_update
+        for e in events
+        if e.HasField("status_update")
+        and "retry" in metadata_of(e.status_update).get("opencode", {})
+    ]
+    assert retries, "the retry should be reported while OpenCode backs off"
+    assert "Internal server error (fake)" in retries[0].status.message.parts[0].text
+    task = await a2a.get_task(task_id_of(events))
+    assert artifact_text(task) == f"Hello from fake LLM. You said: flaky {marker}"

@@ -133,3 +133,27 @@ async def test_managed_opencode_is_started_used_and_stopped(
     assert "Application shutdown complete" in adapter.tail()
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+async def test_tasks_survive_an_adapter_restart(
+    tmp_path: Path, workspace: Path, opencode: ManagedOpenCode
+) -> None:
+    env = adapter_env(opencode, workspace, tmp_path / "a.db")
+    adapter = AdapterProcess(env, log_path=tmp_path / "adapter.log", cwd=tmp_path).start()
+    harness = A2AHarness(adapter.url, adapter.token)
+    try:
+        events = await harness.send("remember me", streaming=False)
+        task_id = events[0].task.id
+    finally:
+        await harness.aclose()
+        adapter.stop()
+    restarted = AdapterProcess(env, log_path=tmp_path / "adapter2.log", cwd=tmp_path).start()
+    harness = A2AHarness(restarted.url, restarted.token)
+    try:
+        for binding in ("JSONRPC", "HTTP+JSON"):
+            task = await harness.get_task(task_id, binding=binding)
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            assert task.artifacts[0].parts[0].text == "Hello from fake LLM. You said: remember me"
+    finally:
+        await harness.aclose()
+        restarted.stop()
