@@ -847,3 +847,49 @@ async def test_hub_not_connected_fails_before_prompting(monkeypatch, opencode_up
         assert "event stream is not connected" in replay.final_text()
     else:
         assert replay.final_text() == "OpenCode is unreachable (refused)"
+
+
+async def test_partials_of_failed_attempts_do_not_survive_an_abort_during_retry(monkeypatch):
+    """Mid-stream failures (§7.15) followed by an abort during the backoff (§7.12).
+
+    The recorded attempts stream a partial answer that OpenCode never stores (their text
+    parts stay ""). An abort during the backoff completes the message with no error. The
+    task's final answer must agree with what OpenCode stored: no text.
+    """
+    events = load_events("llm_midstream_error_full")
+    session_id = session_titled(events, "scen llm_midstream_error_full")
+    own = [e for e in events if session_of(e) == session_id]
+    second_retry = next(
+        i
+        for i, e in enumerate(own)
+        if e["type"] == "session.status" and e["properties"]["status"].get("attempt") == 2
+    )
+    assistant = next(
+        e["properties"]["info"]
+        for e in own
+        if e["type"] == "message.updated" and e["properties"]["info"]["role"] == "assistant"
+    )
+    completed = {**assistant, "time": {**assistant["time"], "completed": 1795608193000}}
+    ending = [
+        {"type": "message.updated", "properties": {"sessionID": session_id, "info": completed}},
+        {
+            "type": "session.status",
+            "properties": {"sessionID": session_id, "status": {"type": "idle"}},
+        },
+        {"type": "session.idle", "properties": {"sessionID": session_id}},
+    ]
+    scenario = own[: second_retry + 1] + ending
+
+    user = user_messages(events, session_id)[0]
+    pin_clock(monkeypatch, user["time"]["created"] - 100)
+    client = FakeOpenCode(session_id=session_id, events=scenario)
+    client.script = feed(scenario)
+    turn, stream, queue = make_turn(client)
+    await asyncio.wait_for(turn.run(), RUN_TIMEOUT)
+    replay = Replay(turn, stream, client, session_id, queue.events)
+    assert_well_formed(replay)
+
+    stored = stored_texts(stored_history(scenario, session_id), str(user["id"]))
+    assert stored == ""
+    assert "partial" in "".join(replay.chunks("text")), "the attempts did stream text"
+    assert replay.client_view().get(f"{TASK_ID}:response", "") == stored

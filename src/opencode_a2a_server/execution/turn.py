@@ -316,9 +316,12 @@ class Turn:
         texts = [t for entry in stored for t in text_of_parts(entry["parts"], "text")]
         reasoning = [t for entry in stored for t in text_of_parts(entry["parts"], "reasoning")]
         last_id = infos[-1].get("id") if infos else None
-        if reasoning:
+        # A block that was streamed is always replaced by what OpenCode stored, even
+        # when that is empty (partial output of retried attempts is not kept).
+        streamed = self._progress.streamed
+        if reasoning or streamed.get("reasoning"):
             await self.stream.text_snapshot("reasoning", TEXT_SEPARATOR.join(reasoning), last_id)
-        if texts:
+        if texts or streamed.get("text"):
             await self.stream.text_snapshot("text", TEXT_SEPARATOR.join(texts), last_id)
         failure = self._progress.failure or _stored_failure(infos)
         if failure is not None:

@@ -102,11 +102,15 @@ class WriteBehindTaskStore(TaskStore):
             self._flusher = asyncio.create_task(self._flush_later(), name="task-store-flush")
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self._flush_interval)
-        try:
-            await self.flush()
-        except Exception:
-            log.exception("writing buffered task updates failed")
+        # Loops: a change saved while a flush is writing must not wait for the next save.
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing buffered task updates failed")
+            if not any(entry.dirty for entry in self._live.values()):
+                return
 
 
 def _is_final(state: int) -> bool:
