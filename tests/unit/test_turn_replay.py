@@ -429,14 +429,15 @@ async def test_tool_call_is_published_per_state_and_both_steps_are_answered(monk
     assert list(tools) == [f"{TASK_ID}:tool:prt_21293a642001IkjV1b0hcdCMNx"]
     updates = next(iter(tools.values()))
     data = [tool_data(e) for e in updates]
-    # Repeated `running` updates that only add metadata.output are not republished.
-    assert [d["status"] for d in data] == ["pending", "running", "completed"]
+    # A `running` update that adds bash's live output (metadata.output) is published.
+    assert [d["status"] for d in data] == ["pending", "running", "running", "completed"]
+    assert data[2]["output"] == "hi\n"
     assert all(d["call_id"] == "call_1795607995951" and d["tool"] == "bash" for d in data)
     assert "input" not in data[0]  # `{}` is left out
     assert data[1]["input"] == {"command": "echo hi"}
-    assert data[2]["output"] == "hi\n"
-    assert data[2]["title"] == "echo hi"
-    assert [e.last_chunk for e in updates] == [False, False, True]
+    assert data[3]["output"] == "hi\n"
+    assert data[3]["title"] == "echo hi"
+    assert [e.last_chunk for e in updates] == [False, False, False, True]
     assert all(e.append is False for e in updates)
     assert all(e.artifact.parts[0].media_type == "application/json" for e in updates)
     assert all(stream_meta(e)["block_type"] == "tool_call" for e in updates)

@@ -85,6 +85,9 @@ def tool_call_data(part: dict[str, Any]) -> dict[str, Any]:
         value = state.get(key)
         if value not in (None, "", {}):
             data[key] = value
+    live_output = as_dict(state.get("metadata")).get("output")
+    if "output" not in data and isinstance(live_output, str) and live_output:
+        data["output"] = live_output  # bash streams its output while running
     return data
 
 
