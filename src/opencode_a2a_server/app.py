@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,10 +25,15 @@ from .card import build_agent_card
 from .config import Settings
 from .errors import UpstreamError
 from .execution.executor import ExecutorOptions, OpenCodeExecutor
+from .execution.interrupts import InterruptService
+from .extensions.methods import build_registry
+from .extensions.registry import Registry
+from .extensions.router import JsonRpcRouter
 from .handler import OpenCodeRequestHandler
 from .observability import RequestLogMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
+from .store.interrupts import InterruptStore
 from .store.tasks import WriteBehindTaskStore
 from .upstream.client import OpenCodeClient
 from .upstream.events import EventHub
@@ -47,6 +53,7 @@ class Runtime:
     hub: EventHub
     task_store: WriteBehindTaskStore
     bindings: BindingStore
+    interrupts: InterruptService
     opencode_binary: str | None = None
     managed: ManagedOpenCode | None = None
 
@@ -69,6 +76,12 @@ def create_app(settings: Settings) -> FastAPI:
         hub=hub,
         task_store=WriteBehindTaskStore(db_store),
         bindings=BindingStore(engine),
+        interrupts=InterruptService(
+            InterruptStore(engine),
+            client,
+            ttl=settings.a2a_interrupt_request_ttl_seconds,
+            tombstone_ttl=settings.a2a_interrupt_tombstone_ttl_seconds,
+        ),
     )
     if settings.opencode_base_url is None:
         # Resolved now so a missing binary stops startup with one clear line.
@@ -77,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
         client=client,
         hub=hub,
         bindings=runtime.bindings,
+        interrupts=runtime.interrupts,
         options=ExecutorOptions(
             workspace_root=settings.workspace_root,
             allow_directory_override=settings.a2a_allow_directory_override,
@@ -84,7 +98,8 @@ def create_app(settings: Settings) -> FastAPI:
             stream_timeout=settings.stream_timeout,
         ),
     )
-    card = build_agent_card(settings)
+    registry = build_registry(interrupts=runtime.interrupts)
+    card = build_agent_card(settings, registry)
     handler = OpenCodeRequestHandler(
         agent_executor=executor, task_store=runtime.task_store, agent_card=card
     )
@@ -93,10 +108,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await db_store.initialize()
         await runtime.bindings.initialize()
+        await runtime.interrupts.store.initialize()
         await _start_upstream(runtime)
+        sweeper = asyncio.create_task(_expire_asks(runtime), name="expire-asks")
         try:
             yield
         finally:
+            sweeper.cancel()
+            await executor.aclose()
             await handler.aclose()
             await runtime.task_store.aclose()
             await hub.stop()
@@ -117,9 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     routes = [
         *create_agent_card_routes(card),
         Route("/health", _health, methods=["GET"]),
-        *create_jsonrpc_routes(
-            handler, "/", enable_v0_3_compat=True, shutdown_grace_period=SSE_SHUTDOWN_GRACE
-        ),
+        _jsonrpc_route(handler, registry),
         # The REST routes end with a catch-all /{tenant} mount, so they go last.
         *create_rest_routes(
             handler, enable_v0_3_compat=True, shutdown_grace_period=SSE_SHUTDOWN_GRACE
@@ -134,6 +151,27 @@ def create_app(settings: Settings) -> FastAPI:
         body_limit=settings.a2a_log_body_limit,
     )
     return app
+
+
+def _jsonrpc_route(handler: OpenCodeRequestHandler, registry: Registry) -> Route:
+    """`POST /`: extension methods from the registry, A2A methods to the SDK."""
+    (sdk_route,) = create_jsonrpc_routes(
+        handler, "/", enable_v0_3_compat=True, shutdown_grace_period=SSE_SHUTDOWN_GRACE
+    )
+    assert isinstance(sdk_route, Route)
+    return Route("/", JsonRpcRouter(registry, sdk_route.endpoint).handle, methods=["POST"])
+
+
+async def _expire_asks(runtime: Runtime) -> None:
+    """Withdraw asks nobody answered within A2A_INTERRUPT_REQUEST_TTL_SECONDS."""
+    interval = min(30.0, max(0.5, runtime.settings.a2a_interrupt_request_ttl_seconds / 4))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            for ask in await runtime.interrupts.expire_due():
+                log.info("ask %s of task %s expired", ask.request_id, ask.task_id)
+        except Exception:
+            log.exception("expiring asks failed")
 
 
 async def _start_upstream(runtime: Runtime) -> None:

@@ -22,6 +22,7 @@ from a2a.types.a2a_pb2 import (
 from . import __version__
 from .config import Settings
 from .execution.mapping import to_struct
+from .extensions.registry import Registry
 
 BEARER_SCHEME = "bearerAuth"
 PROTOCOL_VERSIONS = ("1.0", "0.3")
@@ -31,7 +32,7 @@ MODEL_SELECTION_URI = "urn:opencode-a2a:extension:model-selection:v1"
 STREAM_HINTS_URI = "urn:opencode-a2a:extension:stream-hints:v1"
 
 
-def build_agent_card(settings: Settings) -> AgentCard:
+def build_agent_card(settings: Settings, registry: Registry) -> AgentCard:
     """Build the public card from settings (interfaces use A2A_PUBLIC_URL)."""
     base = settings.public_url
     interfaces = []
@@ -58,7 +59,7 @@ def build_agent_card(settings: Settings) -> AgentCard:
             streaming=True,
             push_notifications=False,
             extended_agent_card=False,
-            extensions=_extensions(),
+            extensions=[*_extensions(), *registry.card_extensions()],
         ),
         security_schemes={
             BEARER_SCHEME: SecurityScheme(

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     a2a_allow_directory_override: bool = True
     a2a_enable_session_shell: bool = False
     a2a_database_url: str = ""
+    a2a_interrupt_request_ttl_seconds: float = Field(10800.0, gt=0)
+    a2a_interrupt_tombstone_ttl_seconds: float = Field(600.0, ge=0)
 
     # Upstream OpenCode side.
     opencode_base_url: AnyHttpUrl | None = None

@@ -132,3 +132,96 @@ def failure_from_session_error(error: dict[str, Any]) -> TurnFailure | None:
         "UPSTREAM_EXECUTION_ERROR",
         details,
     )
+
+
+# -- errors of the extension JSON-RPC methods ------------------------------------------
+#
+# Codes follow the wire contract of the older adapter where it had one, so existing
+# clients keep working; clients should key on `error.data.type`.
+
+
+class MethodError(AdapterError):
+    """An extension method failed in a way the client can act on."""
+
+    code = -32603
+    error_type = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.data = {key: value for key, value in data.items() if value is not None}
+
+    def to_jsonrpc(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "data": {"type": self.error_type, **self.data},
+        }
+
+
+class InvalidParams(MethodError):
+    code = -32602
+    error_type = "INVALID_PARAMS"
+
+
+class MethodNotSupported(MethodError):
+    code = -32601
+    error_type = "METHOD_NOT_SUPPORTED"
+
+
+class MethodDisabled(MethodError):
+    code = -32011
+    error_type = "METHOD_DISABLED"
+
+
+class SessionNotFound(MethodError):
+    code = -32001
+    error_type = "SESSION_NOT_FOUND"
+
+
+class SessionForbidden(MethodError):
+    code = -32006
+    error_type = "SESSION_FORBIDDEN"
+
+
+class InterruptNotFound(MethodError):
+    code = -32004
+    error_type = "INTERRUPT_REQUEST_NOT_FOUND"
+
+
+class InterruptExpired(MethodError):
+    code = -32007
+    error_type = "INTERRUPT_REQUEST_EXPIRED"
+
+
+class InterruptTypeMismatch(MethodError):
+    code = -32008
+    error_type = "INTERRUPT_TYPE_MISMATCH"
+
+
+class InterruptAlreadyResolved(MethodError):
+    code = -32010
+    error_type = "INTERRUPT_ALREADY_RESOLVED"
+
+
+class UpstreamUnreachableError(MethodError):
+    code = -32002
+    error_type = "UPSTREAM_UNREACHABLE"
+
+
+class UpstreamHTTPErrorResponse(MethodError):
+    code = -32003
+    error_type = "UPSTREAM_HTTP_ERROR"
+
+
+class UpstreamPayloadErrorResponse(MethodError):
+    code = -32005
+    error_type = "UPSTREAM_PAYLOAD_ERROR"
+
+
+def method_error_from_upstream(exc: UpstreamError, **context: Any) -> MethodError:
+    """The extension-method error for an upstream failure."""
+    if isinstance(exc, UpstreamUnreachable):
+        return UpstreamUnreachableError(exc.message, **context)
+    if isinstance(exc, UpstreamHTTPError):
+        return UpstreamHTTPErrorResponse(exc.message, upstream_status=exc.status, **context)
+    return UpstreamPayloadErrorResponse(exc.message, **context)

@@ -5,6 +5,7 @@ Scripted model (in-process thread) -> real `opencode serve` -> adapter (real CLI
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -41,6 +42,13 @@ def workspace(stack_root: Path) -> Path:
     (root / "sub").mkdir(parents=True)
     (root / "README.txt").write_text("workspace for tests\n")
     (root / "escape").symlink_to(stack_root)
+    # Folders whose OpenCode config asks before bash and edits (one instance each, so
+    # an "always" approval in one cannot leak into the others).
+    for name in ("ask", "ask-always", "ask-sub", "ask-ttl"):
+        (root / name).mkdir()
+        (root / name / "opencode.json").write_text(
+            json.dumps({"permission": {"bash": "ask", "edit": "ask"}})
+        )
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     return root.resolve()
 

@@ -58,7 +58,20 @@ async def test_agent_card_is_public_and_lists_every_interface(adapter: AdapterPr
         "urn:opencode-a2a:extension:session-binding:v1",
         "urn:opencode-a2a:extension:model-selection:v1",
         "urn:opencode-a2a:extension:stream-hints:v1",
+        "urn:opencode-a2a:extension:interactive-interrupt:v1",
+        "urn:opencode-a2a:extension:interrupt-recovery:v1",
     }
+    interrupt = next(
+        e
+        for e in card["capabilities"]["extensions"]
+        if e["uri"].endswith("interactive-interrupt:v1")
+    )
+    assert interrupt["params"]["methods"] == [
+        "a2a.interrupt.permission.reply",
+        "a2a.interrupt.question.reply",
+        "a2a.interrupt.question.reject",
+    ]
+    assert "permission" in interrupt["params"]["in_band_answer"]
 
 
 @pytest.mark.parametrize(
@@ -197,3 +210,29 @@ async def test_logs_carry_requests_but_no_secrets(
     assert "super-secret-value" not in log
     assert adapter.token not in log
     assert adapter.env["OPENCODE_SERVER_PASSWORD"] not in log
+
+
+async def test_unknown_method_lists_supported_methods(http: httpx.AsyncClient) -> None:
+    response = await http.post("/", json=rpc("opencode.nope", {}))
+    error = response.json()["error"]
+    assert error["code"] == -32601
+    assert error["data"]["type"] == "METHOD_NOT_SUPPORTED"
+    supported = error["data"]["supported_methods"]
+    assert "SendMessage" in supported and "message/send" in supported
+    assert "a2a.interrupt.permission.reply" in supported
+    assert "CreateTaskPushNotificationConfig" not in supported
+
+
+async def test_extension_notifications_run_and_answer_204(http: httpx.AsyncClient) -> None:
+    body = {"jsonrpc": "2.0", "method": "opencode.permissions.list", "params": {}}
+    response = await http.post("/", json=body)
+    assert response.status_code == 204 and response.content == b""
+    body["method"] = "opencode.unknown"
+    assert (await http.post("/", json=body)).status_code == 204
+
+
+@pytest.mark.parametrize("params", [[], "x", 3, {"extra": 1}])
+async def test_extension_params_are_validated(http: httpx.AsyncClient, params: object) -> None:
+    response = await http.post("/", json=rpc("opencode.permissions.list", params))
+    error = response.json()["error"]
+    assert error["code"] == -32602 and error["data"]["type"] == "INVALID_PARAMS"

@@ -9,9 +9,11 @@ over a queue that records every event.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +22,12 @@ from google.protobuf import json_format
 
 from opencode_a2a_server.errors import UpstreamUnreachable
 from opencode_a2a_server.execution import turn as turn_module
+from opencode_a2a_server.execution.interrupts import InterruptService
 from opencode_a2a_server.execution.mapping import TEXT_SEPARATOR, text_of_parts
 from opencode_a2a_server.execution.stream import FINAL_STATES, TaskStream
 from opencode_a2a_server.execution.turn import Turn, TurnRequest
+from opencode_a2a_server.store.database import create_engine
+from opencode_a2a_server.store.interrupts import InterruptStore
 from opencode_a2a_server.upstream.events import EventHub, StreamLost, StreamRestored
 
 from .recordings import (
@@ -315,9 +320,18 @@ def make_turn(
         hub=hub,
         stream=stream,
         request=request,
+        interrupts=interrupt_service(client),
+        owner="tester",
         stream_timeout=stream_timeout,
     )
     return turn, stream, queue
+
+
+def interrupt_service(client: FakeOpenCode) -> InterruptService:
+    """A real InterruptService on a throwaway SQLite file."""
+    folder = Path(tempfile.mkdtemp(prefix="asks-"))
+    engine = create_engine(f"sqlite+aiosqlite:///{folder / 'asks.db'}")
+    return InterruptService(InterruptStore(engine), client)  # type: ignore[arg-type]
 
 
 async def run_replay(

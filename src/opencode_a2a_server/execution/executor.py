@@ -1,4 +1,9 @@
-"""The AgentExecutor: turns each A2A message into one OpenCode turn."""
+"""The AgentExecutor: turns each A2A message into one OpenCode turn.
+
+A turn runs in the background, owned by the executor: `execute()` waits only until
+the turn needs input or ends. A follow-up message on a task that needs input answers
+the pending ask, and `execute()` then waits for the same turn to settle again.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +17,25 @@ from typing import Any
 
 from a2a.helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.types.a2a_pb2 import Message, TaskState
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf import json_format
 
-from ..errors import InvalidRequest, UpstreamError, UpstreamHTTPError, failure_from_exception
+from ..errors import (
+    InvalidRequest,
+    MethodError,
+    UpstreamError,
+    UpstreamHTTPError,
+    failure_from_exception,
+)
 from ..store.bindings import BindingStore
+from ..store.interrupts import Ask
 from ..upstream.client import OpenCodeClient
 from ..upstream.events import EventHub
 from .directories import resolve_directory
+from .interrupts import InterruptService, answer_from_message
 from .mapping import prompt_parts, session_title
 from .stream import TaskStream
 from .turn import Turn, TurnRequest
@@ -37,6 +51,17 @@ class ExecutorOptions:
     stream_timeout: float | None = None
 
 
+@dataclass(frozen=True)
+class Plan:
+    """A validated request: where and how to run the turn."""
+
+    directory: str
+    parts: list[dict[str, Any]]
+    model: dict[str, str] | None
+    session_ref: str | None
+    session_title: str | None
+
+
 class OpenCodeExecutor(AgentExecutor):
     """Runs turns, one at a time per OpenCode session, and cancels them on request."""
 
@@ -46,62 +71,126 @@ class OpenCodeExecutor(AgentExecutor):
         client: OpenCodeClient,
         hub: EventHub,
         bindings: BindingStore,
+        interrupts: InterruptService,
         options: ExecutorOptions,
     ) -> None:
         self.client = client
         self.hub = hub
         self.bindings = bindings
+        self.interrupts = interrupts
         self.options = options
         self._turns: dict[str, Turn] = {}
+        self._runners: set[asyncio.Task[None]] = set()
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    # -- the AgentExecutor interface -------------------------------------------------
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         message = context.message
         if message is None:
             raise InvalidParamsError("The request carries no message.")
+        task = context.current_task
+        if task is not None and task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
+            await self._answer(context, message)
+            return
+        owner = principal_of(context.call_context)
         try:
-            plan = await self._plan(context, message)
+            plan = await self.plan(message, request_metadata(context, message), owner)
         except InvalidRequest as exc:
             raise InvalidParamsError(exc.message) from None
+        stream = await self._open_task(context, message, event_queue)
+        try:
+            request = await self._turn_request(plan, owner, context.context_id or "")
         except UpstreamError as exc:
-            stream = await self._open_task(context, message, event_queue)
             failure = failure_from_exception(exc)
             await stream.status(failure.state, failure.message, metadata=failure.metadata())
             return
-        stream = await self._open_task(context, message, event_queue)
-        lock = self._session_locks.setdefault(plan.session_id, asyncio.Lock())
-        async with lock:
-            turn = Turn(
-                client=self.client,
-                hub=self.hub,
-                stream=stream,
-                request=plan,
-                stream_timeout=self.options.stream_timeout,
-            )
-            self._turns[stream.task_id] = turn
-            started = time.monotonic()
-            try:
-                await turn.run()
-            finally:
-                self._turns.pop(stream.task_id, None)
-                log.info(
-                    "turn task=%s context=%s session=%s principal=%s state=%s duration_ms=%.0f",
-                    stream.task_id,
-                    stream.context_id,
-                    plan.session_id,
-                    _principal(context),
-                    TaskState.Name(stream.final_state or 0),
-                    (time.monotonic() - started) * 1000,
-                )
+        turn = Turn(
+            client=self.client,
+            hub=self.hub,
+            stream=stream,
+            request=request,
+            interrupts=self.interrupts,
+            owner=owner,
+            stream_timeout=self.options.stream_timeout,
+        )
+        self._start(turn, owner)
+        await turn.wait_settled()
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         turn = self._turns.get(context.task_id or "")
         if turn is not None:
             await turn.cancel()
 
-    # -- planning a turn ------------------------------------------------------
+    async def aclose(self) -> None:
+        for runner in list(self._runners):
+            runner.cancel()
+        await asyncio.gather(*self._runners, return_exceptions=True)
+
+    # -- running turns in the background ------------------------------------------------
+
+    def _start(self, turn: Turn, owner: str) -> None:
+        task_id = turn.stream.task_id
+        self._turns[task_id] = turn
+        runner = asyncio.create_task(self._run(turn, owner), name=f"turn:{task_id}")
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
+    async def _run(self, turn: Turn, owner: str) -> None:
+        lock = self._session_locks.setdefault(turn.session_id, asyncio.Lock())
+        started = time.monotonic()
+        try:
+            async with lock:
+                await turn.run()
+        finally:
+            self._turns.pop(turn.stream.task_id, None)
+            log.info(
+                "turn task=%s context=%s session=%s principal=%s state=%s duration_ms=%.0f",
+                turn.stream.task_id,
+                turn.stream.context_id,
+                turn.session_id,
+                owner,
+                TaskState.Name(turn.stream.final_state or 0),
+                (time.monotonic() - started) * 1000,
+            )
+
+    async def _answer(self, context: RequestContext, message: Message) -> None:
+        """A follow-up message on a task that waits for input answers its ask."""
+        task_id = context.task_id or ""
+        owner = principal_of(context.call_context)
+        turn = self._turns.get(task_id)
+        try:
+            ask = await self.pending_ask(task_id, message)
+            answer = answer_from_message(message, ask)
+        except (InvalidRequest, MethodError) as exc:
+            raise InvalidParamsError(exc.message) from None
+        if turn is None:
+            raise InvalidParamsError(
+                f"Task {task_id} waits for input, but the turn behind it is no longer running."
+            )
+        turn.resuming()
+        try:
+            await self.interrupts.resolve(owner, ask.request_id, answer)
+        except (MethodError, UpstreamError) as exc:
+            turn.answer_failed()
+            await turn.reannounce(f"The answer could not be delivered ({exc.message}).")
+            return
+        await turn.wait_settled()
+
+    async def pending_ask(self, task_id: str, message: Message) -> Ask:
+        """The ask a follow-up message answers: the one it names, else the oldest."""
+        asks = await self.interrupts.pending_for_task(task_id)
+        if not asks:
+            raise InvalidRequest(f"Task {task_id} has no pending ask to answer.")
+        wanted = _named_request_id(message)
+        for ask in asks:
+            if wanted is None or ask.request_id == wanted:
+                return ask
+        raise InvalidRequest(f"Task {task_id} has no pending ask {wanted}.")
+
+    # -- planning a turn -------------------------------------------------------------
 
     async def _open_task(
         self, context: RequestContext, message: Message, queue: EventQueue
@@ -111,15 +200,13 @@ class OpenCodeExecutor(AgentExecutor):
         if context.current_task is None:
             message.task_id = task_id
             message.context_id = context_id
-            task = new_task_from_user_message(message)
-            await queue.enqueue_event(task)
+            await queue.enqueue_event(new_task_from_user_message(message))
         stream = TaskStream(queue, task_id, context_id)
         await stream.status(TaskState.TASK_STATE_WORKING)
         return stream
 
-    async def _plan(self, context: RequestContext, message: Message) -> TurnRequest:
-        """Validate the request and resolve directory, session and model."""
-        meta = _request_metadata(context, message)
+    async def plan(self, message: Message, meta: dict[str, Any], owner: str) -> Plan:
+        """Validate a new turn's message and metadata (raises InvalidRequest)."""
         opencode = _object(meta.get("opencode"), "metadata.opencode")
         shared = _object(meta.get("shared"), "metadata.shared")
         directory = resolve_directory(
@@ -128,39 +215,17 @@ class OpenCodeExecutor(AgentExecutor):
             allow_override=self.options.allow_directory_override,
         )
         parts = prompt_parts(list(message.parts))
-        body: dict[str, Any] = {"parts": parts}
         model = _model(shared.get("model")) or self.options.default_model
-        if model:
-            body["model"] = model
-        owner = _principal(context)
         session_ref = _object(shared.get("session"), "metadata.shared.session").get("id")
-        title = session_title(parts)
-        session_id, title = await self._session_for(
-            owner, context.context_id or "", directory, session_ref, title
-        )
-        return TurnRequest(
-            session_id=session_id, session_title=title, directory=directory, body=body
-        )
-
-    async def _session_for(
-        self, owner: str, context_id: str, directory: str, session_ref: Any, title: str
-    ) -> tuple[str, str]:
+        title = None
         if session_ref is not None:
-            return await self._explicit_session(owner, context_id, directory, session_ref)
-        binding = await self.bindings.get(owner, context_id, directory)
-        if binding is not None:
-            return binding.session_id, title
-        session = await self.client.create_session(directory, title)
-        session_id = str(session["id"])
-        await self.bindings.bind(owner, context_id, directory, session_id, title)
-        return session_id, str(session.get("title") or title)
+            title = await self._check_session(session_ref, directory, owner)
+        return Plan(directory, parts, model, session_ref, title)
 
-    async def _explicit_session(
-        self, owner: str, context_id: str, directory: str, session_ref: Any
-    ) -> tuple[str, str]:
+    async def _check_session(self, session_ref: Any, directory: str, owner: str) -> str:
         if not isinstance(session_ref, str) or not session_ref.startswith("ses"):
             raise InvalidRequest(
-                "metadata.shared.session.id must be an OpenCode session id (ses…)."
+                "metadata.shared.session.id must be an OpenCode session id (ses_…)."
             )
         try:
             session = await self.client.get_session(session_ref, directory)
@@ -168,26 +233,67 @@ class OpenCodeExecutor(AgentExecutor):
             if exc.status == 404:
                 raise InvalidRequest(f"OpenCode has no session {session_ref}.") from None
             raise
-        if await self.bindings.claim(owner, session_ref, str(session.get("title") or "")) != owner:
+        existing = await self.bindings.owner_of(session_ref)
+        if existing is not None and existing != owner:
             raise InvalidRequest(f"Session {session_ref} belongs to another caller.")
-        await self.bindings.bind(owner, context_id, directory, session_ref, "")
-        return session_ref, str(session.get("title") or "")
+        return str(session.get("title") or "")
+
+    async def _turn_request(self, plan: Plan, owner: str, context_id: str) -> TurnRequest:
+        body: dict[str, Any] = {"parts": plan.parts}
+        if plan.model:
+            body["model"] = plan.model
+        if plan.session_ref is not None:
+            if (
+                await self.bindings.claim(owner, plan.session_ref, plan.session_title or "")
+                != owner
+            ):
+                raise InvalidRequest(f"Session {plan.session_ref} belongs to another caller.")
+            await self.bindings.bind(owner, context_id, plan.directory, plan.session_ref, "")
+            session_id, title = plan.session_ref, plan.session_title or ""
+        else:
+            session_id, title = await self._bound_session(owner, context_id, plan)
+        return TurnRequest(
+            session_id=session_id, session_title=title, directory=plan.directory, body=body
+        )
+
+    async def _bound_session(self, owner: str, context_id: str, plan: Plan) -> tuple[str, str]:
+        title = session_title(plan.parts)
+        binding = await self.bindings.get(owner, context_id, plan.directory)
+        if binding is not None:
+            return binding.session_id, title
+        session = await self.client.create_session(plan.directory, title)
+        session_id = str(session["id"])
+        await self.bindings.bind(owner, context_id, plan.directory, session_id, title)
+        return session_id, str(session.get("title") or title)
 
 
-def _principal(context: RequestContext) -> str:
-    user = context.call_context.user if context.call_context else None
+def principal_of(call_context: ServerCallContext | None) -> str:
+    user = call_context.user if call_context else None
     return user.user_name if user is not None else ""
 
 
-def _request_metadata(context: RequestContext, message: Message) -> dict[str, Any]:
+def request_metadata(context: RequestContext, message: Message) -> dict[str, Any]:
     """`params.metadata` merged over `message.metadata` (request-level keys win)."""
-    merged: dict[str, Any] = json_format.MessageToDict(message.metadata)
-    for key, value in (context.metadata or {}).items():
+    return merge_metadata(json_format.MessageToDict(message.metadata), context.metadata or {})
+
+
+def merge_metadata(message_meta: dict[str, Any], request_meta: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(message_meta)
+    for key, value in request_meta.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value
     return merged
+
+
+def _named_request_id(message: Message) -> str | None:
+    for part in message.parts:
+        if part.WhichOneof("content") == "data":
+            data = json_format.MessageToDict(part.data)
+            if isinstance(data, dict) and isinstance(data.get("request_id"), str):
+                return str(data["request_id"])
+    return None
 
 
 def _object(value: Any, name: str) -> dict[str, Any]:

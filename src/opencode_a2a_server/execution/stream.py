@@ -110,14 +110,21 @@ class TaskStream:
         state: int,
         text: str | None = None,
         metadata: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
     ) -> bool:
-        """Publish a status; returns False if the task had already reached a final state."""
+        """Publish a status; returns False if the task had already reached a final state.
+
+        `text` (and `data`, as a JSON data part) become the status's agent message.
+        """
         async with self._lock:
             if self.closed:
                 return False
             message = None
-            if text:
-                message = self._updater.new_agent_message([Part(text=text)])
+            parts = [Part(text=text)] if text else []
+            if data is not None:
+                parts.append(Part(data=_value(data), media_type="application/json"))
+            if parts:
+                message = self._updater.new_agent_message(parts)
                 message.role = Role.ROLE_AGENT
             if state in FINAL_STATES:
                 self.final_state = state

@@ -23,8 +23,10 @@ from ..errors import (
     failure_from_exception,
     failure_from_session_error,
 )
+from ..store.interrupts import Ask
 from ..upstream.client import OpenCodeClient
 from ..upstream.events import EventHub, StreamLost, StreamRestored, Subscription
+from .interrupts import InterruptService, ask_text
 from .mapping import TEXT_SEPARATOR, text_of_parts, tool_call_data, usage_of
 from .stream import TaskStream
 
@@ -88,16 +90,23 @@ class Turn:
         hub: EventHub,
         stream: TaskStream,
         request: TurnRequest,
+        interrupts: InterruptService,
+        owner: str,
         stream_timeout: float | None = None,
     ) -> None:
         self.client = client
         self.hub = hub
         self.stream = stream
         self.request = request
+        self.interrupts = interrupts
+        self.owner = owner
         self.stream_timeout = stream_timeout
         self.phase = Phase.STARTING
         self.canceled = False
         self._progress = _Progress()
+        self._pending: dict[str, Ask] = {}
+        self._declined: str | None = None
+        self._settled = asyncio.Event()
 
     @property
     def session_id(self) -> str:
@@ -117,6 +126,36 @@ class Turn:
             await self._fail(failure_from_exception(exc))
         finally:
             self.phase = Phase.DONE
+            self._settled.set()
+
+    # -- pausing for input ------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.phase is Phase.DONE
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._pending) and not self.done
+
+    async def wait_settled(self) -> None:
+        """Wait until the turn waits for input or has ended."""
+        await self._settled.wait()
+
+    def resuming(self) -> None:
+        """An answer is on its way: the turn is no longer settled."""
+        if not self.done:
+            self._settled.clear()
+
+    def answer_failed(self) -> None:
+        """The answer could not be delivered: the turn still waits."""
+        if self._pending:
+            self._settled.set()
+
+    async def reannounce(self, reason: str) -> None:
+        """Publish input-required again for the oldest pending ask, with a reason."""
+        if self._pending:
+            await self._announce(next(iter(self._pending.values())), prefix=reason)
 
     async def cancel(self) -> None:
         """End the task `canceled` and abort the OpenCode turn (idempotent).
@@ -132,10 +171,14 @@ class Turn:
             "Canceled at the client's request.",
             metadata=self._session_metadata(),
         )
+        for ask in list(self._pending.values()):
+            await self.interrupts.withdraw(ask, "canceled")
+        self._pending.clear()
         try:
             await self.client.abort(self.session_id, self.request.directory)
         except UpstreamError as exc:
             log.warning("abort of session %s failed: %s", self.session_id, exc.message)
+        self._settled.set()
 
     async def _run(self) -> None:
         await self._ensure_hub()
@@ -216,9 +259,77 @@ class Turn:
             await self._on_status(props.get("status") or {})
         elif kind == "session.error" and own:
             self._on_error(props.get("error") or {})
+        elif kind in ("permission.asked", "question.asked"):
+            await self._on_ask(kind.split(".")[0], props)
+        elif kind in ("permission.replied", "question.replied", "question.rejected"):
+            await self._on_resolved(kind, props)
         elif kind == "session.idle" and own:
             return self._idle_is_ours()
         return False
+
+    async def _on_ask(self, kind: str, props: dict[str, Any]) -> None:
+        """OpenCode waits for a permission or an answer: the task needs input."""
+        if self.canceled or not props.get("id"):
+            return
+        ask = self.interrupts.new_ask(
+            kind,
+            props,
+            owner=self.owner,
+            task_id=self.stream.task_id,
+            context_id=self.stream.context_id,
+            directory=self.request.directory,
+        )
+        await self.interrupts.register(ask)
+        self._pending[ask.request_id] = ask
+        if len(self._pending) == 1:
+            await self._announce(ask)
+
+    async def _announce(self, ask: Ask, prefix: str = "") -> None:
+        interrupt = {
+            "request_id": ask.request_id,
+            "type": ask.kind,
+            "phase": "asked",
+            "details": ask.details,
+        }
+        text = ask_text(ask.kind, ask.details)
+        await self.stream.status(
+            TaskState.TASK_STATE_INPUT_REQUIRED,
+            f"{prefix}\n\n{text}" if prefix else text,
+            metadata={"shared": {"interrupt": interrupt, "session": self._session_ref()}},
+            data={"interrupt": interrupt},
+        )
+        self._settled.set()
+
+    async def _on_resolved(self, kind: str, props: dict[str, Any]) -> None:
+        request_id = str(props.get("requestID"))
+        ask = self._pending.pop(request_id, None)
+        if ask is None:
+            return
+        if kind == "permission.replied":
+            resolution: dict[str, Any] = {"reply": props.get("reply")}
+        elif kind == "question.replied":
+            resolution = {"answers": props.get("answers")}
+        else:
+            resolution = {"rejected": True}
+        await self.interrupts.observed_resolution(request_id, resolution)
+        stored = await self.interrupts.store.get(request_id)
+        if stored is not None and stored.resolution:
+            resolution = {**resolution, **stored.resolution}
+        if _declines(ask.kind, resolution):
+            self._declined = "expired" if resolution.get("withdrawn") == "expired" else ask.kind
+        interrupt = {
+            "request_id": request_id,
+            "type": ask.kind,
+            "phase": "resolved",
+            "resolution": resolution,
+        }
+        meta = {"shared": {"interrupt": interrupt, "session": self._session_ref()}}
+        if self._pending:
+            await self.stream.status(TaskState.TASK_STATE_WORKING, metadata=meta)
+            await self._announce(next(iter(self._pending.values())))
+            return
+        self._settled.clear()
+        await self.stream.status(TaskState.TASK_STATE_WORKING, metadata=meta)
 
     def _idle_is_ours(self) -> bool:
         progress = self._progress
@@ -327,6 +438,16 @@ class Turn:
         if failure is not None:
             await self._fail(failure, usage=usage_of(infos))
             return
+        if self._declined is not None:
+            await self.stream.status(
+                TaskState.TASK_STATE_CANCELED,
+                _DECLINED[self._declined],
+                metadata={
+                    **self._session_metadata(usage=usage_of(infos)),
+                    "opencode": {"declined": self._declined},
+                },
+            )
+            return
         if self._progress.aborted or _stored_aborted(infos):
             await self.stream.status(
                 TaskState.TASK_STATE_CANCELED,
@@ -372,13 +493,29 @@ class Turn:
         metadata.update(failure.metadata())
         await self.stream.status(failure.state, failure.message, metadata=metadata)
 
+    def _session_ref(self) -> dict[str, str]:
+        return {"id": self.session_id, "title": self.request.session_title}
+
     def _session_metadata(self, usage: dict[str, Any] | None = None) -> dict[str, Any]:
-        shared: dict[str, Any] = {
-            "session": {"id": self.session_id, "title": self.request.session_title}
-        }
+        shared: dict[str, Any] = {"session": self._session_ref()}
         if usage is not None:
             shared["usage"] = usage
         return {"shared": shared}
+
+
+_DECLINED = {
+    "permission": "The permission was declined, so OpenCode stopped the turn.",
+    "question": "The question was dismissed, so OpenCode stopped the turn.",
+    "expired": "Nobody answered OpenCode's ask in time (A2A_INTERRUPT_REQUEST_TTL_SECONDS), "
+    "so it was declined and OpenCode stopped the turn.",
+}
+
+
+def _declines(kind: str, resolution: dict[str, Any]) -> bool:
+    """A reject without feedback (or a dismissed question) ends OpenCode's turn."""
+    if kind == "permission":
+        return resolution.get("reply") == "reject" and not resolution.get("message")
+    return bool(resolution.get("rejected"))
 
 
 def _message_done(info: dict[str, Any]) -> bool:
