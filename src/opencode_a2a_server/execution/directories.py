@@ -39,3 +39,20 @@ def resolve_directory(requested: object, root: Path, *, allow_override: bool) ->
     if not resolved.is_dir():
         raise InvalidRequest(f"metadata.opencode.directory {requested!r} is not a directory.")
     return str(resolved)
+
+
+class DirectoryPolicy:
+    """The workspace-root rule, bound to this deployment's settings."""
+
+    def __init__(self, root: Path, *, allow_override: bool) -> None:
+        self.root = root
+        self.allow_override = allow_override
+
+    def resolve(self, requested: object) -> str:
+        """Like `resolve_directory`; raises InvalidRequest naming what is wrong."""
+        return resolve_directory(requested, self.root, allow_override=self.allow_override)
+
+    def contains(self, directory: str) -> bool:
+        """True if `directory` (e.g. an existing session's) lies inside the root."""
+        resolved = Path(os.path.realpath(directory))
+        return resolved == self.root or self.root in resolved.parents

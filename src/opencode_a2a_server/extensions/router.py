@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import (
     InvalidParams,
+    InvalidRequest,
     MethodDisabled,
     MethodError,
     MethodNotSupported,
@@ -48,6 +49,8 @@ class JsonRpcRouter:
             result = await self._call(name, payload.get("params"), request)
         except MethodError as exc:
             return self._error(payload, exc, notification)
+        except InvalidRequest as exc:
+            return self._error(payload, InvalidParams(exc.message, method=name), notification)
         except UpstreamError as exc:
             return self._error(payload, method_error_from_upstream(exc, method=name), notification)
         except Exception:
