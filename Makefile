@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup serve test lint unit e2e demo bench build smoke clean
+.PHONY: help setup serve test lint unit e2e demo bench docs build smoke clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ e2e: setup ## end-to-end tests only
 
 demo: setup ## run the whole stack offline on the scripted model and stream one exchange
 	OPENCODE_BIN="$(abspath $(OPENCODE))" $(UV) run --frozen python -m opencode_a2a_server.testing.demo
+
+docs: .venv/.synced ## regenerate the extension-method table in docs/guide.md from the registry
+	$(UV) run --frozen python -m opencode_a2a_server.extensions.methods
 
 build: .venv/.synced ## build the wheel and sdist into dist/
 	$(UV) build --out-dir dist

@@ -24,11 +24,13 @@ from .auth import BearerAuthMiddleware, BodyLimitMiddleware
 from .card import build_agent_card
 from .config import Settings
 from .errors import UpstreamError
+from .execution.directories import DirectoryPolicy
 from .execution.executor import ExecutorOptions, OpenCodeExecutor
 from .execution.interrupts import InterruptService
 from .extensions.methods import build_registry
 from .extensions.registry import Registry
 from .extensions.router import JsonRpcRouter
+from .extensions.sessions import SessionMethods
 from .handler import OpenCodeRequestHandler
 from .observability import RequestLogMiddleware
 from .store.bindings import BindingStore
@@ -98,11 +100,18 @@ def create_app(settings: Settings) -> FastAPI:
             stream_timeout=settings.stream_timeout,
         ),
     )
-    registry = build_registry(interrupts=runtime.interrupts)
+    directories = DirectoryPolicy(
+        settings.workspace_root, allow_override=settings.a2a_allow_directory_override
+    )
+    sessions = SessionMethods(
+        client, runtime.bindings, directories, shell_enabled=settings.a2a_enable_session_shell
+    )
+    registry = build_registry(interrupts=runtime.interrupts, sessions=sessions)
     card = build_agent_card(settings, registry)
     handler = OpenCodeRequestHandler(
         agent_executor=executor, task_store=runtime.task_store, agent_card=card
     )
+    sessions.handler = handler
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

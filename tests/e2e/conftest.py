@@ -50,6 +50,18 @@ def workspace(stack_root: Path) -> Path:
             json.dumps({"permission": {"bash": "ask", "edit": "ask"}})
         )
     subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / "opencode.json").write_text(
+        json.dumps(
+            {
+                "command": {
+                    "greet": {
+                        "template": "Please greet $ARGUMENTS politely.",
+                        "description": "Greets someone",
+                    }
+                }
+            }
+        )
+    )
     return root.resolve()
 
 

@@ -11,18 +11,20 @@ from opencode_a2a_server.card import build_agent_card
 from opencode_a2a_server.config import Settings
 from opencode_a2a_server.extensions.methods import build_registry
 from opencode_a2a_server.extensions.registry import A2A_METHODS
+from opencode_a2a_server.extensions.sessions import SessionMethods
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 
 
-def registry():
-    return build_registry(interrupts=None)  # type: ignore[arg-type]
+def registry(shell: bool = False):
+    sessions = SessionMethods(None, None, None, shell_enabled=shell)  # type: ignore[arg-type]
+    return build_registry(interrupts=None, sessions=sessions)  # type: ignore[arg-type]
 
 
 def test_guide_method_table_is_the_registry_table() -> None:
     text = GUIDE.read_text()
     block = text.split("<!-- methods:start -->", 1)[1].split("<!-- methods:end -->", 1)[0]
-    assert block.strip() == registry().docs_table()
+    assert block.strip() == registry().docs_table(), "run `make docs`"
 
 
 def test_card_declares_every_registry_method() -> None:
@@ -38,5 +40,5 @@ def test_card_declares_every_registry_method() -> None:
 def test_supported_methods_are_a2a_plus_enabled_extensions() -> None:
     reg = registry()
     assert reg.supported_methods() == [*A2A_METHODS, *(m.name for m in reg.methods if m.enabled)]
-    names = re.findall(r"^\| `([a-z0-9.]+)` \|", GUIDE.read_text(), flags=re.M)
+    names = re.findall(r"^\| `([a-z0-9._]+)` \|", GUIDE.read_text(), flags=re.M)
     assert set(m.name for m in reg.methods) <= set(names)

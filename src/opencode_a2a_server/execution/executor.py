@@ -34,7 +34,7 @@ from ..store.bindings import BindingStore
 from ..store.interrupts import Ask
 from ..upstream.client import OpenCodeClient
 from ..upstream.events import EventHub
-from .directories import resolve_directory
+from .directories import DirectoryPolicy, resolve_directory
 from .interrupts import InterruptService, answer_from_message
 from .mapping import prompt_parts, session_title
 from .stream import TaskStream
@@ -60,6 +60,8 @@ class Plan:
     model: dict[str, str] | None
     session_ref: str | None
     session_title: str | None
+    options: dict[str, Any]
+    command: dict[str, Any] | None
 
 
 class OpenCodeExecutor(AgentExecutor):
@@ -217,18 +219,38 @@ class OpenCodeExecutor(AgentExecutor):
         parts = prompt_parts(list(message.parts))
         model = _model(shared.get("model")) or self.options.default_model
         session_ref = _object(shared.get("session"), "metadata.shared.session").get("id")
+        options = prompt_options(opencode)
+        command = _command(opencode.get("command"))
         title = None
         if session_ref is not None:
-            title = await self._check_session(session_ref, directory, owner)
-        return Plan(directory, parts, model, session_ref, title)
+            title, directory = await self._check_session(
+                session_ref, opencode.get("directory"), owner
+            )
+        if command is not None:
+            await self._check_command(command["command"], directory)
+        return Plan(directory, parts, model, session_ref, title, options, command)
 
-    async def _check_session(self, session_ref: Any, directory: str, owner: str) -> str:
+    async def _check_command(self, name: str, directory: str) -> None:
+        commands = await self.client.request("GET", "/command", directory=directory)
+        known = [str(c.get("name")) for c in commands or [] if isinstance(c, dict)]
+        if name not in known:
+            raise InvalidRequest(
+                f"OpenCode has no command {name!r} here; known commands: {', '.join(known)}."
+            )
+
+    async def _check_session(
+        self, session_ref: Any, requested_directory: Any, owner: str
+    ) -> tuple[str, str]:
+        """An existing session's title and directory, if the caller may use it.
+
+        A session runs in its own directory, which must lie inside the workspace root.
+        """
         if not isinstance(session_ref, str) or not session_ref.startswith("ses"):
             raise InvalidRequest(
                 "metadata.shared.session.id must be an OpenCode session id (ses_…)."
             )
         try:
-            session = await self.client.get_session(session_ref, directory)
+            session = await self.client.get_session(session_ref)
         except UpstreamHTTPError as exc:
             if exc.status == 404:
                 raise InvalidRequest(f"OpenCode has no session {session_ref}.") from None
@@ -236,12 +258,28 @@ class OpenCodeExecutor(AgentExecutor):
         existing = await self.bindings.owner_of(session_ref)
         if existing is not None and existing != owner:
             raise InvalidRequest(f"Session {session_ref} belongs to another caller.")
-        return str(session.get("title") or "")
+        directory = str(session.get("directory") or "")
+        policy = DirectoryPolicy(
+            self.options.workspace_root, allow_override=self.options.allow_directory_override
+        )
+        if not policy.contains(directory):
+            raise InvalidRequest(
+                f"Session {session_ref} runs outside the workspace root (OPENCODE_WORKSPACE_ROOT)."
+            )
+        if requested_directory is not None and policy.resolve(requested_directory) != directory:
+            raise InvalidRequest(
+                f"Session {session_ref} runs in {directory}; leave metadata.opencode.directory "
+                "out or give that directory."
+            )
+        return str(session.get("title") or ""), directory
 
     async def _turn_request(self, plan: Plan, owner: str, context_id: str) -> TurnRequest:
-        body: dict[str, Any] = {"parts": plan.parts}
+        body: dict[str, Any] = {"parts": plan.parts, **plan.options}
         if plan.model:
             body["model"] = plan.model
+        command = None
+        if plan.command is not None:
+            command = _command_body(plan, body)
         if plan.session_ref is not None:
             if (
                 await self.bindings.claim(owner, plan.session_ref, plan.session_title or "")
@@ -253,7 +291,11 @@ class OpenCodeExecutor(AgentExecutor):
         else:
             session_id, title = await self._bound_session(owner, context_id, plan)
         return TurnRequest(
-            session_id=session_id, session_title=title, directory=plan.directory, body=body
+            session_id=session_id,
+            session_title=title,
+            directory=plan.directory,
+            body=body,
+            command=command,
         )
 
     async def _bound_session(self, owner: str, context_id: str, plan: Plan) -> tuple[str, str]:
@@ -285,6 +327,56 @@ def merge_metadata(message_meta: dict[str, Any], request_meta: dict[str, Any]) -
         else:
             merged[key] = value
     return merged
+
+
+PROMPT_OPTIONS = {"agent": str, "system": str, "variant": str, "tools": dict}
+
+
+def prompt_options(opencode: dict[str, Any]) -> dict[str, Any]:
+    """OpenCode prompt options from `metadata.opencode` (agent, system, variant, tools)."""
+    options: dict[str, Any] = {}
+    for key, kind in PROMPT_OPTIONS.items():
+        value = opencode.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is str and not value.strip()):
+            raise InvalidRequest(f"metadata.opencode.{key} must be a non-empty {kind.__name__}.")
+        if key == "tools" and not all(
+            isinstance(k, str) and isinstance(v, bool) for k, v in value.items()
+        ):
+            raise InvalidRequest("metadata.opencode.tools must map tool names to true/false.")
+        options[key] = value
+    return options
+
+
+def _command(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    command = _object(value, "metadata.opencode.command")
+    name, arguments = command.get("name"), command.get("arguments")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("metadata.opencode.command.name must be a non-empty string.")
+    if arguments is not None and not isinstance(arguments, str):
+        raise InvalidRequest("metadata.opencode.command.arguments must be a string.")
+    return {"command": name.strip().lstrip("/"), "arguments": arguments}
+
+
+def _command_body(plan: Plan, body: dict[str, Any]) -> dict[str, Any]:
+    """`POST /session/{id}/command`: the message text is the arguments unless given."""
+    assert plan.command is not None
+    arguments = plan.command["arguments"]
+    if arguments is None:
+        arguments = " ".join(p["text"] for p in plan.parts if p["type"] == "text").strip()
+    command: dict[str, Any] = {"command": plan.command["command"], "arguments": arguments}
+    files = [p for p in plan.parts if p["type"] == "file"]
+    if files:
+        command["parts"] = files
+    if body.get("model"):
+        command["model"] = f"{body['model']['providerID']}/{body['model']['modelID']}"
+    for key in ("agent", "variant"):
+        if key in body:
+            command[key] = body[key]
+    return command
 
 
 def _named_request_id(message: Message) -> str | None:

@@ -53,6 +53,7 @@ class TurnRequest:
     session_title: str
     directory: str
     body: dict[str, Any]
+    command: dict[str, Any] | None = None  # run a slash command instead of a prompt
 
 
 @dataclass
@@ -184,13 +185,37 @@ class Turn:
         await self._ensure_hub()
         with self.hub.subscribe(self.session_id) as subscription:
             self._progress.posted_at_ms = time.time() * 1000 - 5
+            starter = await self._start(subscription)
+            try:
+                self.phase = Phase.RUNNING
+                await self._consume(subscription)
+                self.phase = Phase.FINISHING
+                await self._finish()
+            finally:
+                if starter is not None:
+                    starter.cancel()
+
+    async def _start(self, subscription: Subscription) -> asyncio.Task[None] | None:
+        """Send the prompt; a command's call blocks until the turn ends, so it runs aside."""
+        if self.request.command is None:
             await self.client.prompt_async(
                 self.session_id, self.request.directory, self.request.body
             )
-            self.phase = Phase.RUNNING
-            await self._consume(subscription)
-            self.phase = Phase.FINISHING
-            await self._finish()
+            return None
+        return asyncio.create_task(self._post_command(subscription), name="opencode-command")
+
+    async def _post_command(self, subscription: Subscription) -> None:
+        body = {**self.request.command} if self.request.command else {}
+        try:
+            await self.client.send(
+                "POST",
+                f"/session/{self.session_id}/command",
+                directory=self.request.directory,
+                json_body=body,
+                timeout=None,  # the events say when it is done, however long it takes
+            )
+        except Exception as exc:
+            subscription.put(exc)
 
     async def _ensure_hub(self) -> None:
         if await self.hub.wait_connected(HUB_CONNECT_TIMEOUT):
@@ -211,6 +236,8 @@ class Turn:
                 if await self._silence_says_done():
                     return
                 continue
+            if isinstance(item, Exception):
+                raise item
             if isinstance(item, StreamLost):
                 await self._on_stream_lost(item)
                 continue

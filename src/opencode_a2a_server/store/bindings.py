@@ -90,6 +90,18 @@ class BindingStore:
         except IntegrityError:
             return await self.owner_of(session_id) or owner
 
+    async def context_of(self, owner: str, session_id: str) -> str | None:
+        """A context of `owner` bound to the session, if any."""
+        query = (
+            select(session_bindings.c.context_id)
+            .where(session_bindings.c.owner == owner, session_bindings.c.session_id == session_id)
+            .order_by(session_bindings.c.created_at)
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            key = (await conn.execute(query)).scalar_one_or_none()
+        return key.split("\x1f", 1)[0] if key else None
+
     async def owner_of(self, session_id: str) -> str | None:
         query = select(session_owners.c.owner).where(session_owners.c.session_id == session_id)
         async with self._engine.connect() as conn:

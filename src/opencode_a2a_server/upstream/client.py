@@ -60,6 +60,27 @@ class OpenCodeClient:
         timeout: float | None = None,
     ) -> Any:
         """Send one request and return the decoded JSON body (None for 204)."""
+        response = await self.send(
+            method,
+            path,
+            directory=directory,
+            params=params,
+            json_body=json_body,
+            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
+        return _decode(response, method, path)
+
+    async def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        directory: str | None = None,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        timeout: float | object | None = httpx.USE_CLIENT_DEFAULT,
+    ) -> httpx.Response:
+        """Send one request and return the raw response (errors still raise)."""
         query = dict(params or {})
         if directory is not None:
             query["directory"] = directory
@@ -69,7 +90,7 @@ class OpenCodeClient:
                 self.base_url + path,
                 params=query,
                 json=json_body,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                timeout=timeout,  # type: ignore[arg-type]
             )
         except httpx.TimeoutException as exc:
             raise UpstreamUnreachable(
@@ -79,7 +100,9 @@ class OpenCodeClient:
             raise UpstreamUnreachable(
                 f"OpenCode is unreachable at {self.base_url} ({type(exc).__name__}: {exc})"
             ) from exc
-        return _decode(response, method, path)
+        if response.status_code >= 400:
+            raise UpstreamHTTPError(response.status_code, _error_message(response))
+        return response
 
     @asynccontextmanager
     async def stream_events(self, path: str = "/global/event") -> AsyncIterator[httpx.Response]:
@@ -119,6 +142,20 @@ class OpenCodeClient:
 
     async def abort(self, session_id: str, directory: str | None = None) -> None:
         await self.request("POST", f"/session/{session_id}/abort", directory=directory)
+
+    async def messages_page(
+        self, session_id: str, directory: str | None, limit: int, before: str | None = None
+    ) -> tuple[list[Any], str | None]:
+        """The latest `limit` messages before the cursor, oldest first, and the next cursor."""
+        params: dict[str, Any] = {"limit": limit}
+        if before:
+            params["before"] = before
+        path = f"/session/{session_id}/message"
+        response = await self.send("GET", path, directory=directory, params=params)
+        result = _decode(response, "GET", path)
+        if not isinstance(result, list):
+            raise UpstreamPayloadError("OpenCode returned a non-list message history")
+        return result, response.headers.get("x-next-cursor") or None
 
     async def messages(self, session_id: str, directory: str | None = None) -> list[Any]:
         result = await self.request("GET", f"/session/{session_id}/message", directory=directory)

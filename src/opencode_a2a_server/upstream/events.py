@@ -48,7 +48,8 @@ class StreamRestored:
     """The upstream event stream is back; subscribers should re-sync from OpenCode."""
 
 
-HubSignal = dict[str, Any] | StreamLost | StreamRestored
+# An event, a stream signal, or an error a turn's own helper task hands to its loop.
+HubSignal = dict[str, Any] | StreamLost | StreamRestored | Exception
 
 
 class Subscription:
