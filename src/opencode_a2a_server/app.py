@@ -24,6 +24,7 @@ from .auth import BearerAuthMiddleware, BodyLimitMiddleware
 from .card import build_agent_card
 from .config import Settings
 from .errors import UpstreamError
+from .execution.changes import FileCaps
 from .execution.directories import DirectoryPolicy
 from .execution.executor import ExecutorOptions, OpenCodeExecutor
 from .execution.interrupts import InterruptService
@@ -98,6 +99,10 @@ def create_app(settings: Settings) -> FastAPI:
             allow_directory_override=settings.a2a_allow_directory_override,
             default_model=settings.default_model,
             stream_timeout=settings.stream_timeout,
+            file_caps=FileCaps(
+                per_file=settings.a2a_changes_max_file_bytes,
+                per_turn=settings.a2a_changes_max_total_bytes,
+            ),
         ),
     )
     directories = DirectoryPolicy(

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     a2a_enable_session_shell: bool = False
     a2a_enable_workspace_mutations: bool = False
     a2a_database_url: str = ""
+    a2a_changes_max_file_bytes: int = Field(256 * 1024, ge=0)
+    a2a_changes_max_total_bytes: int = Field(2 * 1024 * 1024, ge=0)
     a2a_interrupt_request_ttl_seconds: float = Field(10800.0, gt=0)
     a2a_interrupt_tombstone_ttl_seconds: float = Field(600.0, ge=0)
 

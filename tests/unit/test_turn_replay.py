@@ -550,7 +550,9 @@ async def test_abort_by_someone_else_ends_canceled_with_the_partial_text(monkeyp
     partial = "word0 word1 word2 word3 word4 "
     assert "".join(replay.chunks("text")) == partial
     assert replay.snapshot("text").artifact.parts[0].text == partial
-    assert "opencode" not in replay.final_metadata()  # an abort is not an error
+    # An abort is not an error; the task still records which OpenCode message it is.
+    assert "error" not in replay.final_metadata()["opencode"]
+    assert replay.final_metadata()["opencode"]["message_id"].startswith("msg")
 
 
 async def test_cancel_by_the_client_aborts_opencode_and_publishes_nothing_after(monkeypatch):
@@ -651,7 +653,7 @@ async def test_other_sessions_never_leak_into_the_answer(monkeypatch, name, titl
     assert "partial" not in published_text
     # The other sessions' retries and errors are not ours either.
     assert replay.retry_statuses() == []
-    assert "opencode" not in replay.final_metadata()
+    assert "error" not in replay.final_metadata().get("opencode", {})
 
 
 async def test_a_queued_second_prompt_gets_only_its_own_answer(monkeypatch):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..store.bindings import BindingStore
 from ..store.interrupts import Ask
 from ..upstream.client import OpenCodeClient
 from ..upstream.events import EventHub
+from .changes import FileCaps
 from .directories import DirectoryPolicy, resolve_directory
 from .interrupts import InterruptService, answer_from_message
 from .mapping import prompt_parts, session_title
@@ -49,6 +50,7 @@ class ExecutorOptions:
     allow_directory_override: bool = True
     default_model: dict[str, str] | None = None
     stream_timeout: float | None = None
+    file_caps: FileCaps = field(default_factory=FileCaps)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Plan:
     session_title: str | None
     options: dict[str, Any]
     command: dict[str, Any] | None
+    include_files: bool = False
 
 
 class OpenCodeExecutor(AgentExecutor):
@@ -221,6 +224,9 @@ class OpenCodeExecutor(AgentExecutor):
         session_ref = _object(shared.get("session"), "metadata.shared.session").get("id")
         options = prompt_options(opencode)
         command = _command(opencode.get("command"))
+        include_files = opencode.get("include_files", False)
+        if not isinstance(include_files, bool):
+            raise InvalidRequest("metadata.opencode.include_files must be true or false.")
         title = None
         if session_ref is not None:
             title, directory = await self._check_session(
@@ -228,7 +234,7 @@ class OpenCodeExecutor(AgentExecutor):
             )
         if command is not None:
             await self._check_command(command["command"], directory)
-        return Plan(directory, parts, model, session_ref, title, options, command)
+        return Plan(directory, parts, model, session_ref, title, options, command, include_files)
 
     async def _check_command(self, name: str, directory: str) -> None:
         commands = await self.client.request("GET", "/command", directory=directory)
@@ -296,6 +302,8 @@ class OpenCodeExecutor(AgentExecutor):
             directory=plan.directory,
             body=body,
             command=command,
+            include_files=plan.include_files,
+            file_caps=self.options.file_caps,
         )
 
     async def _bound_session(self, owner: str, context_id: str, plan: Plan) -> tuple[str, str]:

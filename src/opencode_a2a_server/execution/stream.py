@@ -105,6 +105,15 @@ class TaskStream:
                 last_chunk=data.get("status") in ("completed", "error"),
             )
 
+    async def artifact(self, artifact_id: str, name: str, parts: list[Part]) -> None:
+        """Publish a whole artifact at once (`append: false`, `lastChunk: true`)."""
+        async with self._lock:
+            if self.closed:
+                return
+            await self._updater.add_artifact(
+                parts, artifact_id=artifact_id, name=name, append=False, last_chunk=True
+            )
+
     async def status(
         self,
         state: int,

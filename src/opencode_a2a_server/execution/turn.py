@@ -26,6 +26,7 @@ from ..errors import (
 from ..store.interrupts import Ask
 from ..upstream.client import OpenCodeClient
 from ..upstream.events import EventHub, StreamLost, StreamRestored, Subscription
+from .changes import FileCaps, changes_parts, file_notice, turn_changed_files, turn_diff
 from .interrupts import InterruptService, ask_text
 from .mapping import TEXT_SEPARATOR, text_of_parts, tool_call_data, usage_of
 from .stream import TaskStream
@@ -54,6 +55,8 @@ class TurnRequest:
     directory: str
     body: dict[str, Any]
     command: dict[str, Any] | None = None  # run a slash command instead of a prompt
+    include_files: bool = False  # attach changed files' contents to `changes`
+    file_caps: FileCaps = field(default_factory=FileCaps)
 
 
 @dataclass
@@ -419,6 +422,9 @@ class Turn:
                 await self._emit_delta(block, text[len(block.emitted) :])
         elif kind == "tool":
             data = tool_call_data(part)
+            files = file_notice(part)
+            if files:
+                data["files"] = files
             if self._progress.tools.get(part_id) != data:
                 self._progress.tools[part_id] = data
                 await self.stream.tool_call(part_id, data, message_id)
@@ -461,6 +467,7 @@ class Turn:
             await self.stream.text_snapshot("reasoning", TEXT_SEPARATOR.join(reasoning), last_id)
         if texts or streamed.get("text"):
             await self.stream.text_snapshot("text", TEXT_SEPARATOR.join(texts), last_id)
+        await self._publish_changes(stored)
         failure = self._progress.failure or _stored_failure(infos)
         if failure is not None:
             await self._fail(failure, usage=usage_of(infos))
@@ -469,10 +476,9 @@ class Turn:
             await self.stream.status(
                 TaskState.TASK_STATE_CANCELED,
                 _DECLINED[self._declined],
-                metadata={
-                    **self._session_metadata(usage=usage_of(infos)),
-                    "opencode": {"declined": self._declined},
-                },
+                metadata=self._session_metadata(
+                    usage=usage_of(infos), opencode={"declined": self._declined}
+                ),
             )
             return
         if self._progress.aborted or _stored_aborted(infos):
@@ -484,6 +490,19 @@ class Turn:
             return
         metadata = self._session_metadata(usage=usage_of(infos))
         await self.stream.status(TaskState.TASK_STATE_COMPLETED, metadata=metadata)
+
+    async def _publish_changes(self, stored: list[dict[str, Any]]) -> None:
+        """The `changes` artifact, when the turn changed files (git workspaces)."""
+        user_id = self._progress.user_message_id
+        if user_id is None or not turn_changed_files(stored):
+            return
+        diffs = await turn_diff(self.client, self.session_id, self.request.directory, user_id)
+        if not diffs:
+            return
+        parts = changes_parts(
+            diffs, self.request.directory, self.request.include_files, self.request.file_caps
+        )
+        await self.stream.artifact(f"{self.stream.task_id}:changes", "changes", parts)
 
     async def _stored_turn(self) -> list[dict[str, Any]]:
         """The turn's assistant messages as OpenCode stored them, once all are complete."""
@@ -506,6 +525,7 @@ class Turn:
                     user_id = info.get("id")
         if user_id is None:
             return []
+        self._progress.user_message_id = user_id
         return [
             entry
             for entry in history
@@ -516,18 +536,26 @@ class Turn:
     async def _fail(self, failure: TurnFailure, usage: dict[str, Any] | None = None) -> None:
         if self.canceled:
             return
-        metadata = self._session_metadata(usage=usage)
-        metadata.update(failure.metadata())
+        metadata = self._session_metadata(usage=usage, opencode=failure.metadata()["opencode"])
         await self.stream.status(failure.state, failure.message, metadata=metadata)
 
     def _session_ref(self) -> dict[str, str]:
         return {"id": self.session_id, "title": self.request.session_title}
 
-    def _session_metadata(self, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _session_metadata(
+        self, usage: dict[str, Any] | None = None, opencode: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         shared: dict[str, Any] = {"session": self._session_ref()}
         if usage is not None:
             shared["usage"] = usage
-        return {"shared": shared}
+        metadata: dict[str, Any] = {"shared": shared}
+        extra = dict(opencode or {})
+        if self._progress.user_message_id:
+            # The OpenCode message this task is, e.g. to revert exactly this turn.
+            extra["message_id"] = self._progress.user_message_id
+        if extra:
+            metadata["opencode"] = extra
+        return metadata
 
 
 _DECLINED = {

@@ -142,7 +142,7 @@ class DiffParams(Params):
 
 
 class RevertParams(Params):
-    session_id: str = SESSION_ID
+    session_id: str | None = Field(None, pattern=r"^ses")
     message_id: str | None = Field(None, pattern=r"^msg")
     part_id: str | None = Field(None, pattern=r"^prt")
     task_id: str | None = None
@@ -353,19 +353,53 @@ class SessionMethods:
         return {"ok": True, "session_id": params.session_id}
 
     async def revert(self, params: RevertParams, ctx: CallContext) -> dict[str, Any]:
-        session = await self.session(params.session_id, ctx, claim=True)
-        if not params.message_id:
-            raise InvalidParams("revert needs message_id", fields=["message_id"])
-        body: dict[str, Any] = {"messageID": params.message_id}
+        """Undo from a message on; with `task_id`, exactly that task's turn."""
+        session_id, message_id = await self._revert_target(params, ctx)
+        session = await self.session(session_id, ctx, claim=True)
+        directory = str(session.get("directory"))
+        restored = await self.client.request(
+            "GET",
+            f"/session/{session_id}/diff",
+            directory=directory,
+            params={"messageID": message_id},
+        )
+        body: dict[str, Any] = {"messageID": message_id}
         if params.part_id:
             body["partID"] = params.part_id
         reverted = await self.client.request(
-            "POST",
-            f"/session/{params.session_id}/revert",
-            directory=str(session.get("directory")),
-            json_body=body,
+            "POST", f"/session/{session_id}/revert", directory=directory, json_body=body
         )
-        return {"item": session_summary(as_dict(reverted), False)}
+        files = [
+            {"path": d.get("file"), "status": d.get("status")}
+            for d in restored or []
+            if isinstance(d, dict) and d.get("file")
+        ]
+        return {"item": session_summary(as_dict(reverted), False), "restored": files}
+
+    async def _revert_target(self, params: RevertParams, ctx: CallContext) -> tuple[str, str]:
+        if params.task_id is None:
+            if not params.session_id or not params.message_id:
+                raise InvalidParams(
+                    "revert needs session_id and message_id, or task_id",
+                    fields=["session_id", "message_id", "task_id"],
+                )
+            return params.session_id, params.message_id
+        call = ServerCallContext(user=_Caller(ctx.principal), state={"headers": {}})
+        task = await self.handler.task_store.get(params.task_id, call)
+        if task is None:
+            raise InvalidParams(f"No task {params.task_id}", fields=["task_id"])
+        meta = json_format.MessageToDict(task.metadata)
+        session_id = as_dict(as_dict(meta.get("shared")).get("session")).get("id")
+        message_id = as_dict(meta.get("opencode")).get("message_id")
+        if not session_id or not message_id:
+            raise InvalidParams(
+                f"Task {params.task_id} has no OpenCode turn to revert", fields=["task_id"]
+            )
+        if params.session_id and params.session_id != session_id:
+            raise InvalidParams(
+                f"Task {params.task_id} belongs to session {session_id}", fields=["session_id"]
+            )
+        return str(session_id), str(message_id)
 
     async def unrevert(self, params: SessionParams, ctx: CallContext) -> dict[str, Any]:
         session = await self.session(params.session_id, ctx, claim=True)
@@ -448,8 +482,8 @@ class SessionMethods:
             ),
             Method(
                 "opencode.sessions.revert",
-                "Undo a session's changes from a message on: `session_id`, `message_id`, "
-                "optional `part_id`.",
+                "Undo changes from a message on (`session_id`, `message_id`, optional "
+                "`part_id`), or exactly one task's turn (`task_id`) -> `item`, `restored`.",
                 RevertParams,
                 self.revert,
                 m,
