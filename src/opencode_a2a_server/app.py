@@ -111,7 +111,13 @@ def create_app(settings: Settings) -> FastAPI:
     sessions = SessionMethods(
         client, runtime.bindings, directories, shell_enabled=settings.a2a_enable_session_shell
     )
-    registry = build_registry(interrupts=runtime.interrupts, sessions=sessions)
+    registry = build_registry(
+        interrupts=runtime.interrupts,
+        sessions=sessions,
+        client=client,
+        directories=directories,
+        workspace_mutations=settings.a2a_enable_workspace_mutations,
+    )
     card = build_agent_card(settings, registry)
     handler = OpenCodeRequestHandler(
         agent_executor=executor, task_store=runtime.task_store, agent_card=card

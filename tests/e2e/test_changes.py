@@ -82,11 +82,11 @@ async def test_edit_and_delete(a2a: A2AHarness, repo: Path) -> None:
     task = await a2a.get_task(task_id_of(events))
     _, files, _ = changes_of(task)  # type: ignore[misc]
     assert files == [{"path": "keep.txt", "status": "modified", "additions": 2, "deletions": 1}]
-    notice = [
+    notice = next(
         json_format.MessageToDict(u.artifact.parts[0].data)
         for u in artifact_chunks(events, "tool_call")
         if "files" in json_format.MessageToDict(u.artifact.parts[0].data)
-    ][0]["files"][0]
+    )["files"][0]
     assert (notice["additions"], notice["deletions"]) == (2, 1)
 
     events = await a2a.send(f"[[bash:rm {repo / 'doomed.txt'}]]", metadata=WHERE)

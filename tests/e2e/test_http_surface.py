@@ -60,6 +60,9 @@ async def test_agent_card_is_public_and_lists_every_interface(adapter: AdapterPr
         "urn:opencode-a2a:extension:stream-hints:v1",
         "urn:opencode-a2a:extension:interactive-interrupt:v1",
         "urn:opencode-a2a:extension:interrupt-recovery:v1",
+        "urn:opencode-a2a:extension:session-management:v1",
+        "urn:opencode-a2a:extension:provider-discovery:v1",
+        "urn:opencode-a2a:extension:workspace-control:v1",
     }
     interrupt = next(
         e

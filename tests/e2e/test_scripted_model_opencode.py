@@ -24,10 +24,11 @@ from opencode_a2a_server.testing.scripted_model import (
     ScriptedModelServer,
     write_opencode_config,
 )
+from opencode_a2a_server.upstream.process import find_opencode_binary
 
 pytestmark = pytest.mark.e2e
 
-OPENCODE_BIN = Path(__file__).resolve().parents[2] / ".tools/opencode/node_modules/.bin/opencode"
+OPENCODE_BIN = Path(find_opencode_binary(os.environ.get("OPENCODE_BIN")))
 LISTENING = re.compile(r"opencode server listening on http://([\w.\-]+):(\d+)")
 Event = dict[str, Any]
 Turn = tuple[httpx.AsyncClient, "EventStream", str]
@@ -100,8 +101,6 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture(scope="module")
 def opencode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenCode]:
-    if not OPENCODE_BIN.exists():
-        pytest.skip(f"opencode binary not found at {OPENCODE_BIN}")
     root = tmp_path_factory.mktemp("opencode")
     workspace = root / "ws"
     with ScriptedModelServer() as model:

@@ -18,7 +18,12 @@ GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 
 def registry(shell: bool = False):
     sessions = SessionMethods(None, None, None, shell_enabled=shell)  # type: ignore[arg-type]
-    return build_registry(interrupts=None, sessions=sessions)  # type: ignore[arg-type]
+    return build_registry(
+        interrupts=None,  # type: ignore[arg-type]
+        sessions=sessions,
+        client=None,  # type: ignore[arg-type]
+        directories=None,  # type: ignore[arg-type]
+    )
 
 
 def test_guide_method_table_is_the_registry_table() -> None:

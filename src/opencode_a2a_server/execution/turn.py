@@ -37,6 +37,7 @@ HUB_CONNECT_TIMEOUT = 3.0
 SILENCE_PROBE_SECONDS = 30.0
 RECONCILE_ATTEMPTS = 40
 RECONCILE_INTERVAL = 0.05
+SUMMARY_WAIT = 3.0
 
 
 class Phase(enum.Enum):
@@ -193,7 +194,7 @@ class Turn:
                 self.phase = Phase.RUNNING
                 await self._consume(subscription)
                 self.phase = Phase.FINISHING
-                await self._finish()
+                await self._finish(subscription)
             finally:
                 if starter is not None:
                     starter.cancel()
@@ -452,7 +453,7 @@ class Turn:
 
     # -- finishing --------------------------------------------------------------
 
-    async def _finish(self) -> None:
+    async def _finish(self, subscription: Subscription) -> None:
         if self.canceled:
             return
         stored = await self._stored_turn()
@@ -467,7 +468,7 @@ class Turn:
             await self.stream.text_snapshot("reasoning", TEXT_SEPARATOR.join(reasoning), last_id)
         if texts or streamed.get("text"):
             await self.stream.text_snapshot("text", TEXT_SEPARATOR.join(texts), last_id)
-        await self._publish_changes(stored)
+        await self._publish_changes(stored, subscription)
         failure = self._progress.failure or _stored_failure(infos)
         if failure is not None:
             await self._fail(failure, usage=usage_of(infos))
@@ -491,18 +492,46 @@ class Turn:
         metadata = self._session_metadata(usage=usage_of(infos))
         await self.stream.status(TaskState.TASK_STATE_COMPLETED, metadata=metadata)
 
-    async def _publish_changes(self, stored: list[dict[str, Any]]) -> None:
+    async def _publish_changes(
+        self, stored: list[dict[str, Any]], subscription: Subscription
+    ) -> None:
         """The `changes` artifact, when the turn changed files (git workspaces)."""
         user_id = self._progress.user_message_id
         if user_id is None or not turn_changed_files(stored):
             return
-        diffs = await turn_diff(self.client, self.session_id, self.request.directory, user_id)
+        diffs = await self._final_summary(subscription, user_id)
+        if diffs is None:
+            diffs = await turn_diff(self.client, self.session_id, self.request.directory, user_id)
         if not diffs:
             return
         parts = changes_parts(
             diffs, self.request.directory, self.request.include_files, self.request.file_caps
         )
         await self.stream.artifact(f"{self.stream.task_id}:changes", "changes", parts)
+
+    async def _final_summary(
+        self, subscription: Subscription, user_id: str
+    ) -> list[dict[str, Any]] | None:
+        """The turn's diff as OpenCode summarises it on the user message after idle.
+
+        OpenCode finishes that summary just after `session.idle`; until then a diff
+        request may miss the last step's changes.
+        """
+        deadline = time.monotonic() + SUMMARY_WAIT
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                item = await subscription.get(timeout=remaining)
+            except TimeoutError:
+                return None
+            if not isinstance(item, dict) or item.get("type") != "message.updated":
+                continue
+            info = (item.get("properties") or {}).get("info") or {}
+            summary = info.get("summary") if isinstance(info, dict) else None
+            if info.get("id") == user_id and isinstance(summary, dict):
+                diffs = summary.get("diffs")
+                if isinstance(diffs, list):
+                    return [d for d in diffs if isinstance(d, dict) and d.get("file")]
+        return None
 
     async def _stored_turn(self) -> list[dict[str, Any]]:
         """The turn's assistant messages as OpenCode stored them, once all are complete."""

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from ..execution.directories import DirectoryPolicy
 from ..execution.interrupts import InterruptService
+from ..upstream.client import OpenCodeClient
 from .interrupts import interrupt_methods
+from .providers import provider_methods
 from .registry import Registry
 from .sessions import SessionMethods
+from .workspace import workspace_methods
 
 
-def build_registry(*, interrupts: InterruptService, sessions: SessionMethods) -> Registry:
-    return Registry([*sessions.methods(), *interrupt_methods(interrupts)])
+def build_registry(
+    *,
+    interrupts: InterruptService,
+    sessions: SessionMethods,
+    client: OpenCodeClient,
+    directories: DirectoryPolicy,
+    workspace_mutations: bool = False,
+) -> Registry:
+    return Registry(
+        [
+            *sessions.methods(),
+            *interrupt_methods(interrupts),
+            *provider_methods(client, directories),
+            *workspace_methods(client, directories, mutations_enabled=workspace_mutations),
+        ]
+    )
 
 
 def docs_table() -> str:
@@ -17,7 +35,12 @@ def docs_table() -> str:
     from .sessions import SessionMethods as _Sessions
 
     sessions = _Sessions(None, None, None, shell_enabled=False)  # type: ignore[arg-type]
-    return build_registry(interrupts=None, sessions=sessions).docs_table()  # type: ignore[arg-type]
+    return build_registry(
+        interrupts=None,  # type: ignore[arg-type]
+        sessions=sessions,
+        client=None,  # type: ignore[arg-type]
+        directories=None,  # type: ignore[arg-type]
+    ).docs_table()
 
 
 def write_docs_table(guide: str = "docs/guide.md") -> None:
