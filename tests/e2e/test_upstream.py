@@ -53,6 +53,12 @@ async def test_opencode_down_fails_the_task_quickly(
                 "".join(p.text for p in task.status.message.parts) if task else status_text(events)
             )
             assert "unreachable" in message
+        async with httpx.AsyncClient(
+            base_url=adapter.url, headers={"Authorization": f"Bearer {adapter.token}"}
+        ) as http:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "opencode.agents.list", "params": {}}
+            error = (await http.post("/", json=body)).json()["error"]
+        assert error["code"] == -32002 and error["data"]["type"] == "UPSTREAM_UNREACHABLE"
     finally:
         await harness.aclose()
         adapter.stop()
