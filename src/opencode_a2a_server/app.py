@@ -37,6 +37,7 @@ from .observability import RequestLogMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
 from .store.interrupts import InterruptStore
+from .store.migrations import upgrade
 from .store.tasks import WriteBehindTaskStore
 from .upstream.client import OpenCodeClient
 from .upstream.events import EventHub
@@ -127,8 +128,9 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await db_store.initialize()
-        await runtime.bindings.initialize()
-        await runtime.interrupts.store.initialize()
+        applied = await upgrade(engine)
+        if applied:
+            log.info("database schema migrated to version %s", applied[-1])
         await _start_upstream(runtime)
         sweeper = asyncio.create_task(_expire_asks(runtime), name="expire-asks")
         try:

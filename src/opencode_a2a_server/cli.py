@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -40,7 +41,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="override A2A_HOST")
     serve.add_argument("--port", type=int, help="override A2A_PORT")
     serve.set_defaults(run=_serve)
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply database schema migrations and exit",
+        description="Apply pending schema migrations to A2A_DATABASE_URL (serve does this "
+        "at startup too) and print the schema version.",
+    )
+    migrate.set_defaults(run=_migrate)
     return parser
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .store.database import create_engine
+    from .store.migrations import LATEST, upgrade
+
+    try:
+        # Migrating needs only the database; the token is not required for it.
+        settings = load_settings(a2a_bearer_token=os.environ.get("A2A_BEARER_TOKEN") or "-")
+    except SettingsError as exc:
+        print(f"opencode-a2a-server: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def run() -> list[int]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    applied = asyncio.run(run())
+    done = ", ".join(str(v) for v in applied) if applied else "none"
+    print(f"schema version {LATEST} (applied: {done})")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -42,10 +42,6 @@ class BindingStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def initialize(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-
     async def get(self, owner: str, context_id: str, directory: str) -> Binding | None:
         query = select(session_bindings.c.session_id, session_bindings.c.directory).where(
             session_bindings.c.owner == owner,

@@ -65,9 +65,11 @@ class InterruptStore:
         self._ready = False
 
     async def initialize(self) -> None:
+        """Make sure the schema is current (the app does this at startup too)."""
         if not self._ready:
-            async with self._engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+            from .migrations import upgrade
+
+            await upgrade(self._engine)
             self._ready = True
 
     async def add(self, ask: Ask) -> None:
