@@ -11,7 +11,7 @@ PYTEST_WORKERS ?= 2
 
 export UV_LINK_MODE ?= copy
 
-.PHONY: help setup serve test lint unit e2e demo bench docs build smoke clean
+.PHONY: help setup postgres-server serve test lint unit e2e demo bench docs build smoke clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,13 @@ $(OPENCODE):
 
 setup: .venv/.synced $(OPENCODE) ## install Python deps (uv) and the pinned OpenCode (npm)
 
+# The PostgreSQL tests start a throwaway server from the Debian package's binaries.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { \
+	    echo "The PostgreSQL tests need the Debian package postgresql (run as root or install it)"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 serve: setup ## install everything, then run the service with a managed OpenCode and SQLite
 	@mkdir -p .data
 	@if [ -z "$$A2A_BEARER_TOKEN" ] && [ ! -s .data/a2a-token ]; then \
@@ -40,7 +47,7 @@ serve: setup ## install everything, then run the service with a managed OpenCode
 	  OPENCODE_BIN="$${OPENCODE_BIN:-$(abspath $(OPENCODE))}" \
 	  $(UV) run --frozen opencode-a2a-server serve
 
-test: setup lint ## install everything, lint, then run the whole test suite
+test: setup postgres-server lint ## install everything, lint, then run the whole test suite
 	OPENCODE_BIN="$(abspath $(OPENCODE))" $(UV) run --frozen pytest -n $(PYTEST_WORKERS) --dist loadfile -q
 
 lint: .venv/.synced ## ruff and mypy
@@ -51,7 +58,7 @@ lint: .venv/.synced ## ruff and mypy
 unit: .venv/.synced ## unit tests only
 	$(UV) run --frozen pytest tests/unit -q
 
-e2e: setup ## end-to-end tests only
+e2e: setup postgres-server ## end-to-end tests only
 	OPENCODE_BIN="$(abspath $(OPENCODE))" $(UV) run --frozen pytest tests/e2e -n $(PYTEST_WORKERS) --dist loadfile -q
 
 demo: setup ## run the whole stack offline on the scripted model and stream one exchange
