@@ -8,15 +8,21 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncGenerator
 
+from a2a.auth.user import User
+from a2a.server.agent_execution import RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue_v2 import Event
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     Message,
+    Part,
+    Role,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
     TaskState,
 )
@@ -24,9 +30,26 @@ from a2a.utils.errors import InvalidParamsError
 from google.protobuf import json_format
 
 from .errors import AdapterError, UpstreamError
-from .execution.executor import OpenCodeExecutor, merge_metadata, principal_of
+from .execution.executor import RESUME_KEY, OpenCodeExecutor, merge_metadata, principal_of
 from .execution.interrupts import answer_from_message
+from .execution.mapping import to_struct
 from .execution.stream import TERMINAL_STATES
+from .store.leases import Lease
+
+
+class Principal(User):
+    """A caller acting inside the service (recovery, extension methods)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self._name
 
 
 class OpenCodeRequestHandler(DefaultRequestHandler):
@@ -49,6 +72,17 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         async for event in super().on_message_send_stream(params, context):
             yield event
 
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """A finished task answers with its final snapshot (and the stream ends)."""
+        stored = await self._versioned_store.get(params.id, context)
+        if stored is not None and stored.task.status.state in TERMINAL_STATES:
+            yield stored.task
+            return
+        async for event in super().on_subscribe_to_task(params, context):
+            yield event
+
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
         """Cancelling a task that is already canceled returns it unchanged."""
         stored = await self._versioned_store.get(params.id, context)
@@ -57,6 +91,41 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         result = await super().on_cancel_task(params, context)
         assert result is not None
         return result
+
+    async def resume_task(self, lease: Lease) -> bool:
+        """Re-attach a turn after a restart: run a resume request on the task.
+
+        Returns False (and drops the lease) when the task has ended meanwhile.
+        """
+        call = ServerCallContext(user=Principal(lease.owner), state={"headers": {}})
+        stored = await self._versioned_store.get(lease.task_id, call)
+        if stored is None or stored.task.status.state in TERMINAL_STATES:
+            return False
+        task = stored.task
+        # Reusing the task's first message id keeps the SDK from adding it to history.
+        first = task.history[0].message_id if task.history else str(uuid.uuid4())
+        message = Message(
+            role=Role.ROLE_USER,
+            message_id=first,
+            task_id=task.id,
+            context_id=task.context_id,
+            parts=[Part(text="resume")],
+            metadata=to_struct({"opencode": {RESUME_KEY: True}}),
+        )
+        self.executor.expect_resume(lease)
+        active = await self._active_task_registry.get_or_create(
+            task.id, call_context=call, context_id=task.context_id
+        )
+        await active.enqueue_request(
+            RequestContext(
+                call_context=call,
+                request=SendMessageRequest(message=message),
+                task_id=task.id,
+                context_id=task.context_id,
+                task=task,
+            )
+        )
+        return True
 
     async def _precheck(self, params: SendMessageRequest, context: ServerCallContext) -> None:
         message = params.message

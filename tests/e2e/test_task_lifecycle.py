@@ -79,3 +79,15 @@ async def test_invalid_json_over_rest_is_400(http: httpx.AsyncClient) -> None:
         "/message:send", content=b"{oops", headers={**V1, "content-type": "application/json"}
     )
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(("version", "binding"), [("1.0", "JSONRPC"), ("0.3", "HTTP+JSON")])
+async def test_resubscribe_to_a_finished_task_returns_its_snapshot(
+    a2a: A2AHarness, version: str, binding: str
+) -> None:
+    events = await a2a.send("done already")
+    watcher = await a2a.client(version, binding)
+    snapshot = [e async for e in watcher.subscribe(SubscribeToTaskRequest(id=task_id_of(events)))]
+    assert len(snapshot) == 1 and snapshot[0].HasField("task")
+    assert snapshot[0].task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert artifact_text(snapshot[0].task) == "Hello from fake LLM. You said: done already"

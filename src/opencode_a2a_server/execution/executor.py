@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..store.bindings import BindingStore
 from ..store.interrupts import Ask
+from ..store.leases import Lease, LeaseStore
 from ..upstream.client import OpenCodeClient
 from ..upstream.events import EventHub
 from .changes import FileCaps
@@ -78,13 +79,16 @@ class OpenCodeExecutor(AgentExecutor):
         bindings: BindingStore,
         interrupts: InterruptService,
         options: ExecutorOptions,
+        leases: LeaseStore | None = None,
     ) -> None:
         self.client = client
         self.hub = hub
         self.bindings = bindings
         self.interrupts = interrupts
         self.options = options
+        self.leases = leases
         self._turns: dict[str, Turn] = {}
+        self._resuming: dict[str, Lease] = {}
         self._runners: set[asyncio.Task[None]] = set()
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -97,6 +101,9 @@ class OpenCodeExecutor(AgentExecutor):
         if message is None:
             raise InvalidParamsError("The request carries no message.")
         task = context.current_task
+        if _is_resume(message):
+            await self._resume(context, event_queue)
+            return
         if task is not None and task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
             await self._answer(context, message)
             return
@@ -136,21 +143,31 @@ class OpenCodeExecutor(AgentExecutor):
 
     # -- running turns in the background ------------------------------------------------
 
-    def _start(self, turn: Turn, owner: str) -> None:
+    def _start(self, turn: Turn, owner: str, lease: Lease | None = None) -> None:
         task_id = turn.stream.task_id
         self._turns[task_id] = turn
-        runner = asyncio.create_task(self._run(turn, owner), name=f"turn:{task_id}")
+        runner = asyncio.create_task(self._run(turn, owner, lease), name=f"turn:{task_id}")
         self._runners.add(runner)
         runner.add_done_callback(self._runners.discard)
 
-    async def _run(self, turn: Turn, owner: str) -> None:
+    async def _run(self, turn: Turn, owner: str, resumed: Lease | None) -> None:
         lock = self._session_locks.setdefault(turn.session_id, asyncio.Lock())
         started = time.monotonic()
+        task_id = turn.stream.task_id
         try:
             async with lock:
-                await turn.run()
+                if self.leases is not None:
+                    leases = self.leases
+                    turn.on_user_message = lambda mid: leases.note_message(task_id, mid)
+                if resumed is not None:
+                    await turn.resume(resumed.user_message_id, resumed.posted_at_ms)
+                else:
+                    await self._take_lease(turn, owner)
+                    await turn.run()
         finally:
-            self._turns.pop(turn.stream.task_id, None)
+            self._turns.pop(task_id, None)
+            if self.leases is not None:
+                await _quietly(self.leases.release(task_id))
             log.info(
                 "turn task=%s context=%s session=%s principal=%s state=%s duration_ms=%.0f",
                 turn.stream.task_id,
@@ -160,6 +177,55 @@ class OpenCodeExecutor(AgentExecutor):
                 TaskState.Name(turn.stream.final_state or 0),
                 (time.monotonic() - started) * 1000,
             )
+
+    async def _take_lease(self, turn: Turn, owner: str) -> None:
+        if self.leases is None:
+            return
+        request = turn.request
+        await self.leases.take(
+            Lease(
+                task_id=turn.stream.task_id,
+                owner=owner,
+                context_id=turn.stream.context_id,
+                session_id=request.session_id,
+                directory=request.directory,
+                user_message_id=None,
+                posted_at_ms=time.time() * 1000 - 50,
+                replica="",
+                heartbeat=0.0,
+            )
+        )
+
+    async def _resume(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Re-attach to a turn whose driving process went away (see recovery)."""
+        task = context.current_task
+        lease = self._resuming.pop(context.task_id or "", None)
+        if task is None or lease is None:
+            return
+        stream = TaskStream(event_queue, task.id, task.context_id)
+        stream.continue_after(task)
+        request = TurnRequest(
+            session_id=lease.session_id,
+            session_title=_session_title(task),
+            directory=lease.directory,
+            body={},
+            file_caps=self.options.file_caps,
+        )
+        turn = Turn(
+            client=self.client,
+            hub=self.hub,
+            stream=stream,
+            request=request,
+            interrupts=self.interrupts,
+            owner=lease.owner,
+            stream_timeout=self.options.stream_timeout,
+        )
+        self._start(turn, lease.owner, lease)
+        await turn.wait_settled()
+
+    def expect_resume(self, lease: Lease) -> None:
+        """The next resume request for this task re-attaches with this lease."""
+        self._resuming[lease.task_id] = lease
 
     async def _answer(self, context: RequestContext, message: Message) -> None:
         """A follow-up message on a task that waits for input answers its ask."""
@@ -315,6 +381,26 @@ class OpenCodeExecutor(AgentExecutor):
         session_id = str(session["id"])
         await self.bindings.bind(owner, context_id, plan.directory, session_id, title)
         return session_id, str(session.get("title") or title)
+
+
+RESUME_KEY = "resume"
+
+
+def _is_resume(message: Message) -> bool:
+    meta = json_format.MessageToDict(message.metadata)
+    return bool(meta.get("opencode", {}).get(RESUME_KEY)) if isinstance(meta, dict) else False
+
+
+def _session_title(task: Any) -> str:
+    meta = json_format.MessageToDict(task.metadata)
+    return str(meta.get("shared", {}).get("session", {}).get("title") or "")
+
+
+async def _quietly(work: Any) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("bookkeeping write failed")
 
 
 def principal_of(call_context: ServerCallContext | None) -> str:

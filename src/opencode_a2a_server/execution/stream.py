@@ -7,7 +7,8 @@ from typing import Any
 
 from a2a.server.events import EventQueue
 from a2a.server.tasks import TaskUpdater
-from a2a.types.a2a_pb2 import Part, Role, TaskState
+from a2a.types.a2a_pb2 import Part, Role, Task, TaskState
+from google.protobuf import json_format
 
 from .mapping import to_struct
 
@@ -39,6 +40,15 @@ class TaskStream:
         self._started: set[str] = set()
         self._lock = asyncio.Lock()
         self.final_state: int | None = None
+
+    def continue_after(self, task: Task) -> None:
+        """Pick up numbering and artifacts from a stored task (after a restart)."""
+        for artifact in task.artifacts:
+            self._started.add(artifact.artifact_id)
+            meta = json_format.MessageToDict(artifact.metadata)
+            sequence = meta.get("shared", {}).get("stream", {}).get("sequence")
+            if isinstance(sequence, int | float):
+                self._sequence = max(self._sequence, int(sequence))
 
     @property
     def closed(self) -> bool:

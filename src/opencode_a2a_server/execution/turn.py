@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,9 @@ class Turn:
         self._pending: dict[str, Ask] = {}
         self._declined: str | None = None
         self._settled = asyncio.Event()
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        # Called once the turn's OpenCode user message is known (for leases).
+        self.on_user_message: Callable[[str], Coroutine[Any, Any, None]] | None = None
 
     @property
     def session_id(self) -> str:
@@ -121,8 +125,17 @@ class Turn:
 
     async def run(self) -> None:
         """Drive the turn to a final state; never leaves the task `working`."""
+        await self._guarded(self._run())
+
+    async def resume(self, user_message_id: str | None, posted_at_ms: float) -> None:
+        """Re-attach to a turn this service was driving before it restarted."""
+        self._progress.posted_at_ms = posted_at_ms
+        self._progress.user_message_id = user_message_id
+        await self._guarded(self._resume())
+
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
         try:
-            await self._run()
+            await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -198,6 +211,39 @@ class Turn:
             finally:
                 if starter is not None:
                     starter.cancel()
+
+    async def _resume(self) -> None:
+        """Like `_run`, without prompting: re-sync from what OpenCode stored first."""
+        await self._ensure_hub()
+        with self.hub.subscribe(self.session_id) as subscription:
+            self.phase = Phase.RUNNING
+            await self._seed_from_storage()
+            for ask in await self.interrupts.pending_for_task(self.stream.task_id):
+                self._pending[ask.request_id] = ask
+            if self._pending:
+                self._settled.set()  # the task already says input-required
+            elif not await self._session_busy():
+                self.phase = Phase.FINISHING
+                await self._finish(subscription)
+                return
+            await self._consume(subscription)
+            self.phase = Phase.FINISHING
+            await self._finish(subscription)
+
+    async def _seed_from_storage(self) -> None:
+        """Learn the turn's messages and parts, so later events stream correctly."""
+        history = await self.client.messages(self.session_id, self.request.directory)
+        for entry in self._select_turn(history):
+            info = entry["info"]
+            self._progress.assistant[str(info.get("id"))] = info
+            for part in entry.get("parts") or []:
+                if part.get("type") in ("text", "reasoning") and not part.get("synthetic"):
+                    block = _Block(part["type"], str(info.get("id")), part.get("text") or "")
+                    self._progress.blocks[str(part.get("id"))] = block
+                    if block.emitted:
+                        self._progress.streamed[part["type"]] = True
+        if self._progress.user_message_id and self.on_user_message:
+            await self.on_user_message(self._progress.user_message_id)
 
     async def _start(self, subscription: Subscription) -> asyncio.Task[None] | None:
         """Send the prompt; a command's call blocks until the turn ends, so it runs aside."""
@@ -371,6 +417,12 @@ class Turn:
             return True
         return False
 
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Side work (bookkeeping writes) that must not hold up streaming."""
+        task = asyncio.create_task(work)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     def _on_message(self, info: dict[str, Any]) -> None:
         progress = self._progress
         role = info.get("role")
@@ -378,6 +430,8 @@ class Turn:
             created = (info.get("time") or {}).get("created") or 0
             if created >= progress.posted_at_ms:
                 progress.user_message_id = info.get("id")
+                if self.on_user_message is not None and progress.user_message_id:
+                    self._background(self.on_user_message(progress.user_message_id))
         elif role == "assistant" and progress.user_message_id is not None:
             if info.get("parentID") == progress.user_message_id:
                 progress.assistant[str(info.get("id"))] = info

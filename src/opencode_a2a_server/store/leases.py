@@ -1,0 +1,101 @@
+"""Turn leases: which process drives each running turn.
+
+A lease lives from a turn's prompt to its end. A process refreshes the heartbeat of
+its leases; a restarted process adopts the leases it held before, and any process
+adopts leases whose heartbeat went stale, so no task is left `working`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+metadata = MetaData()
+
+turn_leases = Table(
+    "turn_leases",
+    metadata,
+    Column("task_id", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("context_id", String(255), nullable=False),
+    Column("session_id", String(255), nullable=False),
+    Column("directory", Text, nullable=False),
+    Column("user_message_id", String(255), nullable=True),
+    Column("posted_at_ms", Float, nullable=False),
+    Column("replica", String(255), nullable=False),
+    Column("heartbeat", Float, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class Lease:
+    task_id: str
+    owner: str
+    context_id: str
+    session_id: str
+    directory: str
+    user_message_id: str | None
+    posted_at_ms: float
+    replica: str
+    heartbeat: float
+
+
+class LeaseStore:
+    def __init__(self, engine: AsyncEngine, replica: str) -> None:
+        self._engine = engine
+        self.replica = replica
+
+    async def take(self, lease: Lease) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(turn_leases).where(turn_leases.c.task_id == lease.task_id))
+            await conn.execute(
+                turn_leases.insert().values(
+                    **{**lease.__dict__, "replica": self.replica, "heartbeat": time.time()}
+                )
+            )
+
+    async def note_message(self, task_id: str, user_message_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(turn_leases)
+                .where(turn_leases.c.task_id == task_id)
+                .values(user_message_id=user_message_id)
+            )
+
+    async def release(self, task_id: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(turn_leases).where(turn_leases.c.task_id == task_id))
+
+    async def heartbeat(self) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(turn_leases)
+                .where(turn_leases.c.replica == self.replica)
+                .values(heartbeat=time.time())
+            )
+
+    async def adopt(self, stale_after: float, *, own: bool) -> list[Lease]:
+        """Claim every stale lease (and, at startup, this replica's old ones)."""
+        cutoff = time.time() - stale_after
+        condition = turn_leases.c.heartbeat < cutoff
+        if own:
+            condition = or_(turn_leases.c.replica == self.replica, condition)
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(select(turn_leases).where(condition))).mappings().all()
+            adopted = []
+            for row in rows:
+                claimed = await conn.execute(
+                    update(turn_leases)
+                    .where(
+                        turn_leases.c.task_id == row["task_id"],
+                        turn_leases.c.heartbeat == row["heartbeat"],
+                        turn_leases.c.replica == row["replica"],
+                    )
+                    .values(replica=self.replica, heartbeat=time.time())
+                )
+                if claimed.rowcount:
+                    adopted.append(Lease(**{k: row[k] for k in Lease.__dataclass_fields__}))
+        return adopted
