@@ -37,6 +37,7 @@ from .observability import RequestLogMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
 from .store.interrupts import InterruptStore
+from .store.leases import LeaseStore
 from .store.migrations import upgrade
 from .store.tasks import WriteBehindTaskStore
 from .upstream.client import OpenCodeClient
@@ -58,6 +59,7 @@ class Runtime:
     task_store: WriteBehindTaskStore
     bindings: BindingStore
     interrupts: InterruptService
+    leases: LeaseStore
     opencode_binary: str | None = None
     managed: ManagedOpenCode | None = None
 
@@ -86,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
             ttl=settings.a2a_interrupt_request_ttl_seconds,
             tombstone_ttl=settings.a2a_interrupt_tombstone_ttl_seconds,
         ),
+        leases=LeaseStore(engine, settings.replica_id),
     )
     if settings.opencode_base_url is None:
         # Resolved now so a missing binary stops startup with one clear line.
@@ -95,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
         hub=hub,
         bindings=runtime.bindings,
         interrupts=runtime.interrupts,
+        leases=runtime.leases,
         options=ExecutorOptions(
             workspace_root=settings.workspace_root,
             allow_directory_override=settings.a2a_allow_directory_override,
@@ -132,11 +136,16 @@ def create_app(settings: Settings) -> FastAPI:
         if applied:
             log.info("database schema migrated to version %s", applied[-1])
         await _start_upstream(runtime)
-        sweeper = asyncio.create_task(_expire_asks(runtime), name="expire-asks")
+        await _recover(runtime, handler, own=True)
+        background = [
+            asyncio.create_task(_expire_asks(runtime), name="expire-asks"),
+            asyncio.create_task(_keep_leases(runtime, handler), name="turn-leases"),
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
+            for task in background:
+                task.cancel()
             await executor.aclose()
             await handler.aclose()
             await runtime.task_store.aclose()
@@ -182,6 +191,35 @@ def _jsonrpc_route(handler: OpenCodeRequestHandler, registry: Registry) -> Route
     )
     assert isinstance(sdk_route, Route)
     return Route("/", JsonRpcRouter(registry, sdk_route.endpoint).handle, methods=["POST"])
+
+
+LEASE_HEARTBEAT = 10.0
+LEASE_STALE_AFTER = 35.0
+
+
+async def _recover(runtime: Runtime, handler: OpenCodeRequestHandler, *, own: bool) -> None:
+    """Re-attach turns this process drove before a restart, and orphaned ones."""
+    for lease in await runtime.leases.adopt(LEASE_STALE_AFTER, own=own):
+        try:
+            resumed = await handler.resume_task(lease)
+        except Exception:
+            log.exception("re-attaching task %s failed", lease.task_id)
+            resumed = False
+        if resumed:
+            log.info("re-attached task %s (session %s)", lease.task_id, lease.session_id)
+        else:
+            await runtime.leases.release(lease.task_id)
+
+
+async def _keep_leases(runtime: Runtime, handler: OpenCodeRequestHandler) -> None:
+    """Heartbeat this process's leases; adopt leases of processes that went away."""
+    while True:
+        await asyncio.sleep(LEASE_HEARTBEAT)
+        try:
+            await runtime.leases.heartbeat()
+            await _recover(runtime, handler, own=False)
+        except Exception:
+            log.exception("turn lease upkeep failed")
 
 
 async def _expire_asks(runtime: Runtime) -> None:

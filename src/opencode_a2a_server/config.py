@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     a2a_changes_max_total_bytes: int = Field(2 * 1024 * 1024, ge=0)
     a2a_interrupt_request_ttl_seconds: float = Field(10800.0, gt=0)
     a2a_interrupt_tombstone_ttl_seconds: float = Field(600.0, ge=0)
+    a2a_replica_id: str = ""
 
     # Upstream OpenCode side.
     opencode_base_url: AnyHttpUrl | None = None
@@ -92,6 +93,15 @@ class Settings(BaseSettings):
             return self.a2a_database_url
         path = Path(DEFAULT_DATABASE_FILE).resolve()
         return f"sqlite+aiosqlite:///{path}"
+
+    @property
+    def replica_id(self) -> str:
+        """This process's name in turn leases: stable across restarts on one host."""
+        if self.a2a_replica_id:
+            return self.a2a_replica_id
+        import socket
+
+        return f"{socket.gethostname()}:{self.a2a_port}"
 
     @property
     def public_url(self) -> str:
