@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import __version__
+from . import __version__, sse
 from .auth import BearerAuthMiddleware, BodyLimitMiddleware
 from .card import build_agent_card
 from .config import Settings
@@ -164,6 +164,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.runtime = runtime
+    sse.install()  # SSE frames get ids, for resubscribe with Last-Event-ID
     routes = [
         *create_agent_card_routes(card),
         Route("/health", _health, methods=["GET"]),

@@ -30,11 +30,21 @@ from a2a.utils.errors import InvalidParamsError
 from google.protobuf import json_format
 
 from .errors import AdapterError, UpstreamError
+from .execution.eventlog import sequence_of
 from .execution.executor import RESUME_KEY, OpenCodeExecutor, merge_metadata, principal_of
 from .execution.interrupts import answer_from_message
 from .execution.mapping import to_struct
 from .execution.stream import TERMINAL_STATES
 from .store.leases import Lease
+
+
+def _last_event_id(context: ServerCallContext) -> int | None:
+    headers = context.state.get("headers") or {}
+    value = headers.get("last-event-id")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 class Principal(User):
@@ -80,8 +90,20 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         if stored is not None and stored.task.status.state in TERMINAL_STATES:
             yield stored.task
             return
+        last_seen = _last_event_id(context)
+        replayed = -1
+        first = True
         async for event in super().on_subscribe_to_task(params, context):
+            sequence = sequence_of(event)
+            if sequence is not None and sequence <= replayed:
+                continue  # already sent from the log
             yield event
+            if first and last_seen is not None:
+                # After the snapshot: what the client missed, from the event log.
+                for sequence, missed in self.executor.event_log.since(params.id, last_seen):
+                    replayed = sequence
+                    yield missed
+            first = False
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task:
         """Cancelling a task that is already canceled returns it unchanged."""

@@ -37,6 +37,7 @@ from ..upstream.client import OpenCodeClient
 from ..upstream.events import EventHub
 from .changes import FileCaps
 from .directories import DirectoryPolicy, resolve_directory
+from .eventlog import EventLog, RecordingQueue
 from .interrupts import InterruptService, answer_from_message
 from .mapping import prompt_parts, session_title
 from .stream import TaskStream
@@ -80,7 +81,9 @@ class OpenCodeExecutor(AgentExecutor):
         interrupts: InterruptService,
         options: ExecutorOptions,
         leases: LeaseStore | None = None,
+        event_log: EventLog | None = None,
     ) -> None:
+        self.event_log = event_log or EventLog()
         self.client = client
         self.hub = hub
         self.bindings = bindings
@@ -166,6 +169,7 @@ class OpenCodeExecutor(AgentExecutor):
                     await turn.run()
         finally:
             self._turns.pop(task_id, None)
+            self.event_log.finish(task_id)
             if self.leases is not None:
                 await _quietly(self.leases.release(task_id))
             log.info(
@@ -202,7 +206,8 @@ class OpenCodeExecutor(AgentExecutor):
         lease = self._resuming.pop(context.task_id or "", None)
         if task is None or lease is None:
             return
-        stream = TaskStream(event_queue, task.id, task.context_id)
+        recording = RecordingQueue(event_queue, self.event_log, task.id)
+        stream = TaskStream(recording, task.id, task.context_id)  # type: ignore[arg-type]
         stream.continue_after(task)
         request = TurnRequest(
             session_id=lease.session_id,
@@ -272,7 +277,7 @@ class OpenCodeExecutor(AgentExecutor):
             message.task_id = task_id
             message.context_id = context_id
             await queue.enqueue_event(new_task_from_user_message(message))
-        stream = TaskStream(queue, task_id, context_id)
+        stream = TaskStream(RecordingQueue(queue, self.event_log, task_id), task_id, context_id)  # type: ignore[arg-type]
         await stream.status(TaskState.TASK_STATE_WORKING)
         return stream
 

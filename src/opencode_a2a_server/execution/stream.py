@@ -147,6 +147,11 @@ class TaskStream:
                 message.role = Role.ROLE_AGENT
             if state in FINAL_STATES:
                 self.final_state = state
+            stream = self._stream_meta("status", None, source="status")["shared"]["stream"]
+            stream.pop("block_type")
+            stream.pop("message_id")
+            metadata = dict(metadata or {})
+            metadata["shared"] = {**metadata.get("shared", {}), "stream": stream}
             await self._updater.update_status(state, message=message, metadata=metadata)  # type: ignore[arg-type]
             return True
 
