@@ -100,11 +100,11 @@ def _configure_logging(settings: Settings) -> None:
     )
     # Libraries log whole request bodies and URLs at DEBUG; payloads are logged only by
     # our own redacting middleware (A2A_LOG_PAYLOADS), so they stay at INFO or above.
-    for name in ("a2a", "sse_starlette", "aiosqlite", "sqlalchemy", "asyncio"):
-        logging.getLogger(name).setLevel(
-            max(logging.INFO, logging.getLevelName(settings.a2a_log_level))
-        )
-    for name in ("httpx", "httpcore"):
+    library_level = max(logging.INFO, logging.getLevelName(settings.a2a_log_level))
+    for name in ("a2a", "sse_starlette", "asyncio"):
+        logging.getLogger(name).setLevel(library_level)
+    # These log statements with their parameters (task contents) at INFO and below.
+    for name in ("httpx", "httpcore", "sqlalchemy", "aiosqlite", "asyncpg"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -163,3 +164,46 @@ async def test_tasks_survive_an_adapter_restart(
     finally:
         await harness.aclose()
         restarted.stop()
+
+
+async def test_managed_opencode_restarts_and_new_turns_work(
+    tmp_path: Path, workspace: Path, scripted_model: ScriptedModelServer
+) -> None:
+    env = isolated_env(tmp_path / "home")
+    configure_opencode(env, scripted_model.url)
+    env.update(
+        {
+            "OPENCODE_WORKSPACE_ROOT": str(workspace),
+            "A2A_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'a.db'}",
+        }
+    )
+    os.environ.pop("OPENCODE_BASE_URL", None)
+    adapter = AdapterProcess(env, log_path=tmp_path / "adapter.log", cwd=tmp_path).start()
+    harness = A2AHarness(adapter.url, adapter.token)
+    headers = {"Authorization": f"Bearer {adapter.token}"}
+    try:
+        async with httpx.AsyncClient(base_url=adapter.url, headers=headers) as http:
+            first = (await http.get("/health")).json()["upstream"]["managed_pid"]
+            client = await harness.client()
+            seen: list = []
+            killed = False
+            async for event in client.send_message(build_request("[[slow:60:0.1]] doomed")):
+                seen.append(event)
+                if not killed and artifact_chunks([event], "text"):
+                    os.killpg(first, signal.SIGKILL)
+                    killed = True
+            assert states(seen)[-1] == TaskState.TASK_STATE_FAILED
+            for _ in range(120):
+                health = await http.get("/health")
+                body = health.json()["upstream"]
+                if health.status_code == 200 and body.get("managed_pid") not in (None, first):
+                    break
+                await asyncio.sleep(0.25)
+            assert health.status_code == 200, health.text
+            assert body["event_stream_connected"] is True
+        events = await harness.send("after the restart")
+        assert states(events)[-1] == TaskState.TASK_STATE_COMPLETED
+        assert streamed_text(events) == "Hello from fake LLM. You said: after the restart"
+    finally:
+        await harness.aclose()
+        adapter.stop()
