@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from a2a.auth.user import User
 from a2a.server.agent_execution import RequestContext
@@ -24,7 +26,9 @@ from a2a.types.a2a_pb2 import (
     SendMessageRequest,
     SubscribeToTaskRequest,
     Task,
+    TaskArtifactUpdateEvent,
     TaskState,
+    TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf import json_format
@@ -36,6 +40,49 @@ from .execution.interrupts import answer_from_message
 from .execution.mapping import to_struct
 from .execution.stream import TERMINAL_STATES
 from .store.leases import Lease
+
+TAIL_INTERVAL = 0.5
+SETTLED = TERMINAL_STATES | {
+    TaskState.TASK_STATE_INPUT_REQUIRED,
+    TaskState.TASK_STATE_AUTH_REQUIRED,
+}
+
+
+async def _tail_store(
+    store: Any, task: Task, context: ServerCallContext
+) -> AsyncGenerator[Event, None]:
+    """Snapshot, then changes read from the shared store until the task settles."""
+    yield task
+    last = task
+    changed = False
+    while True:
+        await asyncio.sleep(TAIL_INTERVAL)
+        stored = await store.get(task.id, context)
+        if stored is None:
+            return
+        current = stored.task
+        seen = {a.artifact_id: a for a in last.artifacts}
+        for artifact in current.artifacts:
+            if seen.get(artifact.artifact_id) != artifact:
+                yield TaskArtifactUpdateEvent(
+                    task_id=current.id,
+                    context_id=current.context_id,
+                    artifact=artifact,
+                    append=False,
+                )
+        if current.status != last.status:
+            changed = True
+            yield TaskStatusUpdateEvent(
+                task_id=current.id,
+                context_id=current.context_id,
+                status=current.status,
+                metadata=current.metadata,
+            )
+            if current.status.state in SETTLED:
+                return
+        if current.status.state in TERMINAL_STATES and not changed:
+            return
+        last = current
 
 
 def _last_event_id(context: ServerCallContext) -> int | None:
@@ -90,6 +137,11 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         if stored is not None and stored.task.status.state in TERMINAL_STATES:
             yield stored.task
             return
+        if stored is not None and await self.executor.remote_lease(params.id):
+            # Another replica runs this turn: follow it through the shared store.
+            async for event in _tail_store(self._versioned_store, stored.task, context):
+                yield event
+            return
         last_seen = _last_event_id(context)
         replayed = -1
         first = True
@@ -110,6 +162,10 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         stored = await self._versioned_store.get(params.id, context)
         if stored is not None and stored.task.status.state == TaskState.TASK_STATE_CANCELED:
             return stored.task
+        if stored is not None and stored.task.status.state not in TERMINAL_STATES:
+            lease = await self.executor.remote_lease(params.id)
+            if lease is not None:
+                await self.executor.abort_remote(lease)
         result = await super().on_cancel_task(params, context)
         assert result is not None
         return result
@@ -173,6 +229,12 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         if stored is None or stored.task.status.state in TERMINAL_STATES:
             return  # the SDK answers unknown and finished tasks
         task = stored.task
+        if await self.executor.remote_lease(task.id) is not None:
+            raise InvalidParamsError(
+                f"Task {task.id} runs on another replica: answer its ask with the "
+                "a2a.interrupt.* methods (any replica), or send this message to the "
+                "replica running it (route a context's requests to one replica)."
+            )
         if task.status.state != TaskState.TASK_STATE_INPUT_REQUIRED:
             raise InvalidParamsError(
                 f"Task {task.id} is {TaskState.Name(task.status.state)}: it takes a new "

@@ -228,6 +228,26 @@ class OpenCodeExecutor(AgentExecutor):
         self._start(turn, lease.owner, lease)
         await turn.wait_settled()
 
+    async def remote_lease(self, task_id: str) -> Lease | None:
+        """The lease of a turn another live replica drives (None if local or orphaned)."""
+        if task_id in self._turns or self.leases is None:
+            return None
+        lease = await self.leases.holder(task_id)
+        if lease is None or lease.replica == self.leases.replica:
+            return None
+        if time.time() - lease.heartbeat > LEASE_STALE_AFTER:
+            return None
+        return lease
+
+    async def abort_remote(self, lease: Lease) -> None:
+        """Cancel a turn another replica drives: withdraw its asks, abort OpenCode.
+
+        The driving replica sees the abort and ends the task `canceled` too.
+        """
+        for ask in await self.interrupts.pending_for_task(lease.task_id):
+            await self.interrupts.withdraw(ask, "canceled")
+        await self.client.abort(lease.session_id, lease.directory)
+
     def expect_resume(self, lease: Lease) -> None:
         """The next resume request for this task re-attaches with this lease."""
         self._resuming[lease.task_id] = lease
@@ -389,6 +409,7 @@ class OpenCodeExecutor(AgentExecutor):
 
 
 RESUME_KEY = "resume"
+LEASE_STALE_AFTER = 35.0  # seconds without heartbeat before a lease is adopted
 
 
 def _is_resume(message: Message) -> bool:

@@ -69,6 +69,13 @@ class LeaseStore:
         async with self._engine.begin() as conn:
             await conn.execute(delete(turn_leases).where(turn_leases.c.task_id == task_id))
 
+    async def holder(self, task_id: str) -> Lease | None:
+        """The lease on a task's turn, if any process holds one."""
+        query = select(turn_leases).where(turn_leases.c.task_id == task_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return Lease(**{k: row[k] for k in Lease.__dataclass_fields__}) if row else None
+
     async def heartbeat(self) -> None:
         async with self._engine.begin() as conn:
             await conn.execute(
