@@ -64,6 +64,9 @@ e2e: setup postgres-server ## end-to-end tests only
 demo: setup ## run the whole stack offline on the scripted model and stream one exchange
 	OPENCODE_BIN="$(abspath $(OPENCODE))" $(UV) run --frozen python -m opencode_a2a_server.testing.demo
 
+bench: setup ## benchmark direct OpenCode vs the adapter (BENCH_ARGS="--peer" adds opencode-a2a 1.4.0)
+	OPENCODE_BIN="$(abspath $(OPENCODE))" $(UV) run --frozen python -m bench.run $(BENCH_ARGS)
+
 docs: .venv/.synced ## regenerate the extension-method table in docs/guide.md from the registry
 	$(UV) run --frozen python -m opencode_a2a_server.extensions.methods
 

@@ -13,14 +13,15 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.server.tasks import DatabaseTaskStore
+from a2a.server.tasks import DatabasePushNotificationConfigStore, DatabaseTaskStore
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from . import __version__, sse
-from .auth import BearerAuthMiddleware, BodyLimitMiddleware
+from .auth import Authenticator, BearerAuthMiddleware, BodyLimitMiddleware
 from .card import build_agent_card
 from .config import Settings
 from .errors import UpstreamError
@@ -34,6 +35,9 @@ from .extensions.router import JsonRpcRouter
 from .extensions.sessions import SessionMethods
 from .handler import OpenCodeRequestHandler
 from .observability import RequestLogMiddleware
+from .push import PushDispatcher
+from .security.input import InputGuardMiddleware
+from .security.limits import RateLimiter, RateLimitMiddleware, TurnGate, TurnLimitMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
 from .store.interrupts import InterruptStore
@@ -124,9 +128,18 @@ def create_app(settings: Settings) -> FastAPI:
         workspace_mutations=settings.a2a_enable_workspace_mutations,
     )
     card = build_agent_card(settings, registry)
+    turns = TurnGate(settings.a2a_max_concurrent_turns_per_principal)
+    push = _push(settings, engine)
     handler = OpenCodeRequestHandler(
-        agent_executor=executor, task_store=runtime.task_store, agent_card=card
+        agent_executor=executor,
+        task_store=turns.track(runtime.task_store),
+        agent_card=card,
+        push_config_store=push.store if push else None,
+        push_sender=push,
+        push_allowed_hosts=settings.push_allowed_hosts,
     )
+    app_push = push
+    registry.push_enabled = push is not None
     sessions.handler = handler
 
     @contextlib.asynccontextmanager
@@ -148,6 +161,8 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
             await executor.aclose()
             await handler.aclose()
+            if app_push is not None:
+                await app_push.aclose()
             await runtime.task_store.aclose()
             await hub.stop()
             if runtime.managed is not None:
@@ -164,6 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.runtime = runtime
+    app.state.push = push
     sse.install()  # SSE frames get ids, for resubscribe with Last-Event-ID
     routes = [
         *create_agent_card_routes(card),
@@ -175,14 +191,34 @@ def create_app(settings: Settings) -> FastAPI:
         ),
     ]
     app.router.routes.extend(routes)
+    # Outermost last: log -> auth -> rate limit -> body limit -> input guard -> turn cap.
+    if turns.enabled:
+        app.add_middleware(TurnLimitMiddleware, gate=turns)
+    app.add_middleware(InputGuardMiddleware, workspace_root=settings.workspace_root)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.a2a_max_request_body_bytes)
-    app.add_middleware(BearerAuthMiddleware, token=settings.a2a_bearer_token.get_secret_value())
+    if settings.a2a_rate_limit_per_minute:
+        app.add_middleware(
+            RateLimitMiddleware, limiter=RateLimiter(settings.a2a_rate_limit_per_minute)
+        )
+    app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator.from_settings(settings))
     app.add_middleware(
         RequestLogMiddleware,
         log_payloads=settings.a2a_log_payloads,
         body_limit=settings.a2a_log_body_limit,
     )
     return app
+
+
+def _push(settings: Settings, engine: AsyncEngine) -> PushDispatcher | None:
+    """Push delivery, when A2A_PUSH_NOTIFICATIONS is on (configs live in the database)."""
+    if not settings.a2a_push_notifications:
+        return None
+    key = settings.a2a_push_signing_key
+    return PushDispatcher(
+        DatabasePushNotificationConfigStore(engine),
+        signing_key=key.get_secret_value() if key else None,
+        allowed_hosts=settings.push_allowed_hosts,
+    )
 
 
 def _jsonrpc_route(handler: OpenCodeRequestHandler, registry: Registry) -> Route:
@@ -257,6 +293,7 @@ async def _start_upstream(runtime: Runtime) -> None:
 def _follow_restart(runtime: Runtime) -> Callable[[str], Awaitable[None]]:
     async def on_restart(base_url: str) -> None:
         runtime.client.set_base_url(base_url)
+        runtime.hub.retry_now()
         log.warning("managed OpenCode restarted at %s", base_url)
 
     return on_restart
@@ -274,9 +311,11 @@ async def _health(request: Request) -> JSONResponse:
     if runtime.managed is not None:
         upstream["managed_pid"] = runtime.managed.pid
     ok = bool(upstream.get("healthy")) and runtime.hub.connected
-    body = {
+    body: dict[str, object] = {
         "status": "ok" if ok else "degraded",
         "adapter": {"name": "opencode-a2a-server", "version": __version__},
         "upstream": upstream,
     }
+    if request.app.state.push is not None:
+        body["push"] = request.app.state.push.stats.as_dict()
     return JSONResponse(body, status_code=200 if ok else 503)

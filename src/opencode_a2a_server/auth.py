@@ -1,46 +1,120 @@
-"""Request guards: bearer authentication and the request body limit (pure ASGI)."""
+"""Request guards: bearer authentication and the request body limit (pure ASGI).
+
+A caller is a principal. A presented bearer token is matched against the static tokens
+(A2A_BEARER_TOKEN is principal `default`; A2A_CREDENTIALS_FILE binds more tokens to
+names), then, when JWT is configured, validated as a JWT whose claim names the
+principal. Tasks, sessions and asks are stored under that name.
+"""
 
 from __future__ import annotations
 
-import hmac
-import json
-from typing import Any
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.authentication import AuthCredentials, SimpleUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .security.credentials import (
+    DEFAULT_PRINCIPAL,
+    TokenTable,
+    bearer_credential,
+    load_credentials_file,
+)
+from .security.http import send_json
+from .security.jwt import JwksUnavailable, JwtRejected, JwtSettings, JwtValidator
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+log = logging.getLogger(__name__)
+
 PUBLIC_PATHS = frozenset({"/.well-known/agent-card.json"})
-PRINCIPAL = "default"
+PRINCIPAL = DEFAULT_PRINCIPAL
 # A refused body is read and dropped up to this size before answering 413; a client
 # that keeps sending past it has its connection closed instead.
 DRAIN_LIMIT = 16 * 1024 * 1024
+REALM = b'Bearer realm="opencode-a2a-server"'
+JWKS_RETRY_AFTER = 10
 
 
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
-) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+class Unauthorized(Exception):
+    """No acceptable credentials; `reason` is safe to show the client."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Authenticator:
+    """Maps a presented bearer token to the principal it stands for."""
+
+    def __init__(self, tokens: TokenTable, jwt: JwtValidator | None = None) -> None:
+        if not tokens and jwt is None:
+            raise ValueError("no authentication scheme is configured")
+        self.tokens = tokens
+        self.jwt = jwt
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Authenticator:
+        tokens = TokenTable()
+        if settings.a2a_bearer_token is not None:
+            tokens.add(bearer_credential(settings.a2a_bearer_token.get_secret_value()))
+        if settings.a2a_credentials_file is not None:
+            path = Path(settings.a2a_credentials_file)
+            for credential in load_credentials_file(path):
+                tokens.add(credential)
+            _warn_if_readable_by_others(path)
+        jwt = None
+        if settings.jwt_enabled:
+            jwt = JwtValidator(
+                JwtSettings(
+                    issuer=str(settings.a2a_jwt_issuer),
+                    audience=str(settings.a2a_jwt_audience),
+                    jwks_url=str(settings.a2a_jwt_jwks_url),
+                    principal_claim=settings.a2a_jwt_principal_claim,
+                )
+            )
+        return cls(tokens, jwt)
+
+    async def authenticate(self, presented: bytes) -> str:
+        """The principal, or Unauthorized / JwksUnavailable."""
+        if not presented:
+            raise Unauthorized()
+        principal = self.tokens.match(presented) if self.tokens else None
+        if principal is not None:
+            return principal
+        if self.jwt is None:
+            raise Unauthorized()
+        try:
+            token = presented.decode("ascii")
+        except UnicodeDecodeError:
+            raise Unauthorized() from None
+        if not self.jwt.looks_like_jwt(token):
+            raise Unauthorized()
+        try:
+            return await self.jwt.principal(token)
+        except JwtRejected as exc:
+            raise Unauthorized(exc.reason) from None
 
 
 class BearerAuthMiddleware:
     """Every route but the Agent Card needs `Authorization: Bearer <token>`."""
 
-    def __init__(self, app: ASGIApp, token: str, principal: str = PRINCIPAL) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str | None = None,
+        principal: str = PRINCIPAL,
+        *,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.app = app
-        self._token = token.encode()
-        self._principal = principal
+        if authenticator is None:
+            if token is None:
+                raise ValueError("BearerAuthMiddleware needs a token or an authenticator")
+            authenticator = Authenticator(TokenTable([bearer_credential(token, principal)]))
+        self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -49,25 +123,60 @@ class BearerAuthMiddleware:
         if scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        if not self._authorized(scope):
-            await _send_json(
+        try:
+            principal = await self.authenticator.authenticate(_bearer(scope))
+        except Unauthorized as exc:
+            await _unauthorized(send, exc.reason)
+            return
+        except JwksUnavailable:
+            await send_json(
                 send,
-                401,
-                {"error": "Unauthorized: send Authorization: Bearer <A2A_BEARER_TOKEN>."},
-                [(b"www-authenticate", b'Bearer realm="opencode-a2a-server"')],
+                503,
+                {
+                    "error": "Cannot check the token now: the JWT issuer's keys "
+                    "(A2A_JWT_JWKS_URL) could not be fetched.",
+                    "retry_after_seconds": JWKS_RETRY_AFTER,
+                },
+                [(b"retry-after", str(JWKS_RETRY_AFTER).encode())],
             )
             return
-        scope["user"] = SimpleUser(self._principal)
+        scope["user"] = SimpleUser(principal)
         scope["auth"] = AuthCredentials(["authenticated"])
         await self.app(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                scheme, _, presented = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    return hmac.compare_digest(presented.strip(), self._token)
-        return False
+
+def _bearer(scope: Scope) -> bytes:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, presented = value.partition(b" ")
+            if scheme.lower() == b"bearer":
+                return bytes(presented.strip())
+            return b""
+    return b""
+
+
+async def _unauthorized(send: Send, reason: str) -> None:
+    challenge = REALM
+    message = "Unauthorized: send Authorization: Bearer <token>."
+    if reason:
+        # RFC 6750: say why a token was refused (the reasons are fixed texts).
+        challenge += b', error="invalid_token", error_description="' + reason.encode() + b'"'
+        message = f"Unauthorized: {reason}."
+    await send_json(send, 401, {"error": message}, [(b"www-authenticate", challenge)])
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "A2A_CREDENTIALS_FILE %s can be read by other users (mode %o); "
+            "chmod 600 it, or store token_sha256 instead of token",
+            path,
+            mode & 0o777,
+        )
 
 
 class BodyLimitMiddleware:
@@ -111,7 +220,7 @@ class BodyLimitMiddleware:
         await self.app(scope, _replay([body_message], receive), send)
 
     async def _refuse(self, send: Send) -> None:
-        await _send_json(
+        await send_json(
             send,
             413,
             {"error": "Request body too large", "max_bytes": self.max_bytes},

@@ -25,6 +25,7 @@ from .execution.mapping import to_struct
 from .extensions.registry import Registry
 
 BEARER_SCHEME = "bearerAuth"
+JWT_SCHEME = "jwtAuth"
 PROTOCOL_VERSIONS = ("1.0", "0.3")
 
 SESSION_BINDING_URI = "urn:opencode-a2a:extension:session-binding:v1"
@@ -43,8 +44,7 @@ def build_agent_card(settings: Settings, registry: Registry) -> AgentCard:
         interfaces.append(
             AgentInterface(url=base, protocol_binding="HTTP+JSON", protocol_version=version)
         )
-    security = SecurityRequirement()
-    security.schemes[BEARER_SCHEME].SetInParent()
+    schemes = security_schemes(settings)
     return AgentCard(
         name="OpenCode",
         description=(
@@ -57,19 +57,12 @@ def build_agent_card(settings: Settings, registry: Registry) -> AgentCard:
         supported_interfaces=interfaces,
         capabilities=AgentCapabilities(
             streaming=True,
-            push_notifications=False,
+            push_notifications=settings.a2a_push_notifications,
             extended_agent_card=False,
             extensions=[*_extensions(), *registry.card_extensions()],
         ),
-        security_schemes={
-            BEARER_SCHEME: SecurityScheme(
-                http_auth_security_scheme=HTTPAuthSecurityScheme(
-                    scheme="bearer",
-                    description="Send A2A_BEARER_TOKEN as `Authorization: Bearer <token>`.",
-                )
-            )
-        },
-        security_requirements=[security],
+        security_schemes=schemes,
+        security_requirements=[_requirement(name) for name in schemes],
         default_input_modes=["text/plain", "application/octet-stream"],
         default_output_modes=["text/plain", "application/json"],
         skills=[
@@ -87,6 +80,44 @@ def build_agent_card(settings: Settings, registry: Registry) -> AgentCard:
             )
         ],
     )
+
+
+def security_schemes(settings: Settings) -> dict[str, SecurityScheme]:
+    """Exactly the schemes that are on; any one of them is enough.
+
+    Static tokens (A2A_BEARER_TOKEN, A2A_CREDENTIALS_FILE) are one HTTP bearer scheme;
+    JWTs are a second one with bearerFormat JWT. Nothing secret is described.
+    """
+    schemes: dict[str, SecurityScheme] = {}
+    if settings.a2a_bearer_token is not None or settings.a2a_credentials_file is not None:
+        schemes[BEARER_SCHEME] = SecurityScheme(
+            http_auth_security_scheme=HTTPAuthSecurityScheme(
+                scheme="bearer",
+                description=(
+                    "Send the token you were given as `Authorization: Bearer <token>`; "
+                    "each token stands for one caller."
+                ),
+            )
+        )
+    if settings.jwt_enabled:
+        schemes[JWT_SCHEME] = SecurityScheme(
+            http_auth_security_scheme=HTTPAuthSecurityScheme(
+                scheme="bearer",
+                bearer_format="JWT",
+                description=(
+                    f"Send a JWT issued by {settings.a2a_jwt_issuer} for audience "
+                    f"{settings.a2a_jwt_audience} as `Authorization: Bearer <jwt>`; its "
+                    f"`{settings.a2a_jwt_principal_claim}` claim names the caller."
+                ),
+            )
+        )
+    return schemes
+
+
+def _requirement(scheme: str) -> SecurityRequirement:
+    requirement = SecurityRequirement()
+    requirement.schemes[scheme].SetInParent()
+    return requirement
 
 
 def _extensions() -> list[AgentExtension]:

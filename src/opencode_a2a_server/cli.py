@@ -1,4 +1,4 @@
-"""Command line: `opencode-a2a-server serve`."""
+"""Command line: `opencode-a2a-server serve | migrate | call | doctor`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         "at startup too) and print the schema version.",
     )
     migrate.set_defaults(run=_migrate)
+    _add_call(commands)
+    _add_doctor(commands)
     return parser
 
 
@@ -130,6 +132,121 @@ def _run_uvicorn(settings: Settings) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Options may come after the positionals too: `call URL --json MESSAGE`."""
+
+    _intermixing = False
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
+def _add_call(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    call = commands.add_parser(
+        "call",
+        help="send a message to an A2A agent and follow the task",
+        description=(
+            "Send MESSAGE to the A2A agent at URL (its card is read from "
+            "URL/.well-known/agent-card.json) and render the streamed answer; asks are "
+            "answered at the terminal. The bearer token comes from A2A_TOKEN, else "
+            "A2A_BEARER_TOKEN. Exit codes: 0 completed, 1 failed/canceled/rejected, "
+            "2 usage or connection error, 3 input required without a terminal."
+        ),
+    )
+    call.__class__ = _IntermixedParser
+    call.add_argument("url", metavar="URL", help="the agent's base URL")
+    call.add_argument(
+        "message", metavar="MESSAGE", nargs="?", help="the message (default: stdin or a prompt)"
+    )
+    call.add_argument("--protocol", choices=["1.0", "0.3"], help="default: the best offered")
+    call.add_argument(
+        "--transport", choices=["jsonrpc", "http-json"], help="default: the card's first"
+    )
+    call.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    call.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the answer (no reasoning, tools)"
+    )
+    call.add_argument("--context", metavar="ID", help="continue this conversation (contextId)")
+    call.add_argument("--task", metavar="ID", help="send the message to this task (an answer)")
+    call.add_argument("--session", metavar="ID", help="OpenCode session (metadata.shared.session)")
+    call.add_argument(
+        "--directory", metavar="DIR", help="working directory (metadata.opencode.directory)"
+    )
+    call.add_argument(
+        "--model", metavar="PROVIDER/MODEL", help="model for this request (metadata.shared.model)"
+    )
+    call.set_defaults(run=_call)
+
+
+def _call(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .client.runner import (
+        EXIT_INTERRUPTED,
+        EXIT_USAGE,
+        CallOptions,
+        Streams,
+        UsageError,
+        open_prompter,
+        read_message,
+        run_call,
+    )
+
+    streams = Streams(env=os.environ)
+    try:
+        message = read_message(args.message, streams, lambda: open_prompter(streams))
+    except UsageError as exc:
+        streams.error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    options = CallOptions(
+        url=args.url,
+        message=message,
+        protocol=args.protocol,
+        transport=args.transport,
+        json=args.json,
+        quiet=args.quiet,
+        context_id=args.context,
+        task_id=args.task,
+        session_id=args.session,
+        directory=args.directory,
+        model=args.model,
+    )
+    prompter = None if args.json else open_prompter(streams)
+    try:
+        return asyncio.run(run_call(options, streams, prompter))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _add_doctor(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check settings, OpenCode, the database, the public URL and the workspace",
+        description=(
+            "Check the deployment described by the environment (the same variables as "
+            "serve): one line per check, ok/warn/FAIL, with what to fix. Exit code 1 when a "
+            "check failed. Starts nothing and changes nothing."
+        ),
+    )
+    doctor.set_defaults(run=_doctor)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor_main
+
+    return doctor_main()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_FILE = ".data/opencode-a2a.db"
@@ -18,8 +26,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
-    # Inbound A2A side.
-    a2a_bearer_token: SecretStr = Field(description="Token clients must send as Bearer.")
+    # Inbound A2A side. Authentication first: the bearer token's check reads the others.
+    a2a_credentials_file: Path | None = None
+    a2a_jwt_issuer: str | None = None
+    a2a_jwt_audience: str | None = None
+    a2a_jwt_jwks_url: AnyHttpUrl | None = Field(None, validate_default=True)
+    a2a_jwt_principal_claim: str = Field("sub", min_length=1)
+    a2a_bearer_token: SecretStr | None = Field(
+        None, description="Token clients must send as Bearer.", validate_default=True
+    )
+    a2a_rate_limit_per_minute: int = Field(0, ge=0)
+    a2a_max_concurrent_turns_per_principal: int = Field(0, ge=0)
     a2a_host: str = "127.0.0.1"
     a2a_port: int = Field(8000, ge=0, le=65535)
     a2a_public_url: AnyHttpUrl | None = None
@@ -36,6 +53,9 @@ class Settings(BaseSettings):
     a2a_interrupt_request_ttl_seconds: float = Field(10800.0, gt=0)
     a2a_interrupt_tombstone_ttl_seconds: float = Field(600.0, ge=0)
     a2a_replica_id: str = ""
+    a2a_push_notifications: bool = False
+    a2a_push_allowed_hosts: str = ""
+    a2a_push_signing_key: SecretStr | None = None
 
     # Upstream OpenCode side.
     opencode_base_url: AnyHttpUrl | None = None
@@ -49,12 +69,75 @@ class Settings(BaseSettings):
     opencode_bin: str | None = None
     opencode_data_dir: Path | None = None
 
+    @field_validator("a2a_credentials_file")
+    @classmethod
+    def _readable_credentials(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        from .security.credentials import load_credentials_file
+
+        path = value.expanduser().resolve()
+        load_credentials_file(path)  # ValueError says what is wrong, never quoting a token
+        return path
+
+    @field_validator("a2a_jwt_jwks_url")
+    @classmethod
+    def _complete_jwt(cls, value: AnyHttpUrl | None, info: ValidationInfo) -> AnyHttpUrl | None:
+        given = {
+            "A2A_JWT_ISSUER": info.data.get("a2a_jwt_issuer"),
+            "A2A_JWT_AUDIENCE": info.data.get("a2a_jwt_audience"),
+            "A2A_JWT_JWKS_URL": value,
+        }
+        if not any(given.values()):
+            return value
+        missing = [name for name, item in given.items() if not item]
+        if missing:
+            raise PydanticCustomError(
+                "config",
+                "JWT validation needs A2A_JWT_ISSUER, A2A_JWT_AUDIENCE and A2A_JWT_JWKS_URL "
+                "together; missing: " + ", ".join(missing),
+            )
+        assert value is not None
+        if value.scheme != "https" and value.host not in ("127.0.0.1", "localhost", "[::1]"):
+            raise ValueError("must be an https URL (http only for localhost)")
+        return value
+
     @field_validator("a2a_bearer_token")
     @classmethod
-    def _token_not_blank(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().strip():
-            raise ValueError("must not be empty")
-        return value
+    def _token_not_blank(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None:
+            if not value.get_secret_value().strip():
+                raise ValueError("must not be empty")
+            cls._token_not_in_file(value, info.data.get("a2a_credentials_file"))
+            return value
+        if "a2a_credentials_file" not in info.data or "a2a_jwt_jwks_url" not in info.data:
+            return None  # that setting is invalid, and its own error says so
+        if info.data["a2a_credentials_file"] is not None or info.data["a2a_jwt_jwks_url"]:
+            return None
+        raise PydanticCustomError(
+            "config",
+            "A2A_BEARER_TOKEN is required but not set (or configure callers with "
+            "A2A_CREDENTIALS_FILE, or JWTs with A2A_JWT_ISSUER, A2A_JWT_AUDIENCE and "
+            "A2A_JWT_JWKS_URL)",
+        )
+
+    @staticmethod
+    def _token_not_in_file(token: SecretStr, path: Path | None) -> None:
+        if path is None:
+            return
+        from .security.credentials import (
+            DEFAULT_PRINCIPAL,
+            TokenTable,
+            load_credentials_file,
+        )
+
+        table = TokenTable(load_credentials_file(path))
+        principal = table.match(token.get_secret_value())
+        if principal is not None and principal != DEFAULT_PRINCIPAL:
+            raise ValueError(
+                f"is also the token of principal {principal!r} in A2A_CREDENTIALS_FILE; "
+                "give each principal its own token"
+            )
 
     @field_validator("a2a_log_level")
     @classmethod
@@ -82,6 +165,11 @@ class Settings(BaseSettings):
         return resolved
 
     @property
+    def jwt_enabled(self) -> bool:
+        """JWT bearer tokens are accepted (issuer, audience and key set are configured)."""
+        return self.a2a_jwt_jwks_url is not None
+
+    @property
     def workspace_root(self) -> Path:
         """The directory turns run in when the client names none."""
         return self.opencode_workspace_root or Path.cwd().resolve()
@@ -93,6 +181,13 @@ class Settings(BaseSettings):
             return self.a2a_database_url
         path = Path(DEFAULT_DATABASE_FILE).resolve()
         return f"sqlite+aiosqlite:///{path}"
+
+    @property
+    def push_allowed_hosts(self) -> frozenset[str]:
+        """Hosts (or host:port) webhooks may use although they are not public."""
+        return frozenset(
+            h.strip().lower() for h in self.a2a_push_allowed_hosts.split(",") if h.strip()
+        )
 
     @property
     def replica_id(self) -> str:
@@ -144,6 +239,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         name = field.upper()
         if error["type"] == "missing":
             lines.append(f"{name} is required but not set")
+        elif error["type"] == "config":
+            lines.append(str(error["msg"]))  # names its variables itself
         else:
             message = str(error["msg"]).removeprefix("Value error, ")
             lines.append(f"{name} is invalid: {message}")

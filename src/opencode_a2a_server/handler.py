@@ -39,6 +39,7 @@ from .execution.executor import RESUME_KEY, OpenCodeExecutor, merge_metadata, pr
 from .execution.interrupts import answer_from_message
 from .execution.mapping import to_struct
 from .execution.stream import TERMINAL_STATES
+from .push import PushUrlRefused, screen_url
 from .store.leases import Lease
 
 TAIL_INTERVAL = 0.5
@@ -112,9 +113,23 @@ class Principal(User):
 class OpenCodeRequestHandler(DefaultRequestHandler):
     """DefaultRequestHandler with input validation up front and an idempotent cancel."""
 
-    def __init__(self, *, agent_executor: OpenCodeExecutor, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *,
+        agent_executor: OpenCodeExecutor,
+        push_allowed_hosts: frozenset[str] = frozenset(),
+        **kwargs: object,
+    ) -> None:
         super().__init__(agent_executor=agent_executor, **kwargs)  # type: ignore[arg-type]
         self.executor = agent_executor
+        self.push_allowed_hosts = push_allowed_hosts
+
+    async def _reject_unsafe_push_url(self, url: str) -> None:
+        """Screen a webhook URL when a push config is created (clear -32602 if refused)."""
+        try:
+            await screen_url(url, self.push_allowed_hosts)
+        except PushUrlRefused as exc:
+            raise InvalidParamsError(str(exc)) from None
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext

@@ -32,7 +32,7 @@ def redacted_body(body: bytes, limit: int) -> str:
     """The body for a log line: JSON with secrets redacted, cut to `limit` characters."""
     try:
         text = json.dumps(redact(json.loads(body)), ensure_ascii=False)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         text = f"<{len(body)} bytes, not JSON>"
     return text if len(text) <= limit else text[:limit] + f"… ({len(text)} chars)"
 

@@ -44,6 +44,7 @@ async def _ids(content: AsyncIterable[Any]) -> AsyncIterator[Any]:
 
 def install() -> None:
     """Wrap the SDK's SSE response factory in every module that uses it (idempotent)."""
+    _eager_v03_rest_streams()
     import importlib
 
     from a2a.server.routes import common
@@ -61,3 +62,46 @@ def install() -> None:
         current = module.create_event_source_response
         if getattr(current, "__wrapped__", None) is None:
             setattr(module, "create_event_source_response", create)  # noqa: B010
+
+
+def _eager_v03_rest_streams() -> None:
+    """0.3 HTTP+JSON streams: fail with a proper HTTP error before the stream starts.
+
+    The SDK's 0.3 REST adapter starts the SSE response before the handler runs, so an
+    error raised at the start (a refused message, an unknown task) became HTTP 200 and
+    a dropped connection. Like its 1.0 REST routes, wait for the first event first.
+    """
+    from a2a.compat.v0_3 import rest_adapter
+    from a2a.utils import json_utils
+    from a2a.utils.error_handlers import rest_stream_error_handler
+    from a2a.utils.errors import InvalidRequestError
+
+    adapter = rest_adapter.REST03Adapter
+    if getattr(adapter._handle_streaming_request, "_eager", False):
+        return
+
+    @rest_stream_error_handler
+    async def handle(self: Any, method: Any, request: Any) -> Any:
+        try:
+            await request.body()
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise InvalidRequestError(message=f"Failed to read the request body: {exc}") from exc
+        stream = aiter(method(request, self._context_builder.build(request)))
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            first = None
+
+        async def frames() -> AsyncIterator[str]:
+            if first is None:
+                return
+            yield json_utils.dumps(first)
+            async for item in stream:
+                yield json_utils.dumps(item)
+
+        return rest_adapter.create_event_source_response(
+            frames(), shutdown_grace_period=self._shutdown_grace_period
+        )
+
+    handle._eager = True  # type: ignore[attr-defined]
+    adapter._handle_streaming_request = handle  # type: ignore[method-assign]

@@ -157,7 +157,7 @@ class EventStream:
                     self._connected.set()
                     self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 10) -> Event:
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 60) -> Event:
         """Wait for the first event (old or new) matching ``predicate``."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:

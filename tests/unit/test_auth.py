@@ -73,7 +73,7 @@ async def test_no_token_is_401_with_a_challenge(client):
     response = await client.get("/whoami")
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer realm="opencode-a2a-server"'
-    assert "A2A_BEARER_TOKEN" in response.json()["error"]
+    assert response.json() == {"error": "Unauthorized: send Authorization: Bearer <token>."}
 
 
 @pytest.mark.parametrize(

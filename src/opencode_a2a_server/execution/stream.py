@@ -38,6 +38,7 @@ class TaskStream:
         self._updater = TaskUpdater(queue, task_id, context_id)
         self._sequence = 0
         self._started: set[str] = set()
+        self._names: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self.final_state: int | None = None
 
@@ -77,6 +78,7 @@ class TaskStream:
             artifact_id = self.artifact_id(block)
             append = artifact_id in self._started
             self._started.add(artifact_id)
+            self._names[artifact_id] = BLOCK_ARTIFACTS[block][1]
             await self._updater.add_artifact(
                 [Part(text=text)],
                 artifact_id=artifact_id,
@@ -92,6 +94,7 @@ class TaskStream:
                 return
             artifact_id = self.artifact_id(block)
             self._started.add(artifact_id)
+            self._names[artifact_id] = BLOCK_ARTIFACTS[block][1]
             await self._updater.add_artifact(
                 [Part(text=text)],
                 artifact_id=artifact_id,
@@ -106,6 +109,7 @@ class TaskStream:
         async with self._lock:
             if self.closed:
                 return
+            self._names[f"{self.task_id}:tool:{part_id}"] = "tool_call"
             await self._updater.add_artifact(
                 [Part(data=_value(data), media_type="application/json")],
                 artifact_id=f"{self.task_id}:tool:{part_id}",
@@ -120,6 +124,7 @@ class TaskStream:
         async with self._lock:
             if self.closed:
                 return
+            self._names[artifact_id] = name
             await self._updater.add_artifact(
                 parts, artifact_id=artifact_id, name=name, append=False, last_chunk=True
             )
@@ -152,6 +157,10 @@ class TaskStream:
             stream.pop("message_id")
             metadata = dict(metadata or {})
             metadata["shared"] = {**metadata.get("shared", {}), "stream": stream}
+            if state in TERMINAL_STATES and self._names:
+                # What the finished task holds, for push receivers and stream clients.
+                artifacts = [{"artifact_id": a, "name": n} for a, n in self._names.items()]
+                metadata["opencode"] = {**metadata.get("opencode", {}), "artifacts": artifacts}
             await self._updater.update_status(state, message=message, metadata=metadata)  # type: ignore[arg-type]
             return True
 

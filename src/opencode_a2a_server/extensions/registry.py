@@ -73,17 +73,21 @@ A2A_METHODS = (
     "tasks/cancel",
     "tasks/resubscribe",
 )
-# Known to the SDK, but not offered here (the card says so); the SDK answers them.
-A2A_UNOFFERED_METHODS = (
+# Push-config methods: offered only with A2A_PUSH_NOTIFICATIONS=true.
+A2A_PUSH_METHODS = (
     "CreateTaskPushNotificationConfig",
     "GetTaskPushNotificationConfig",
     "ListTaskPushNotificationConfigs",
     "DeleteTaskPushNotificationConfig",
-    "GetExtendedAgentCard",
     "tasks/pushNotificationConfig/set",
     "tasks/pushNotificationConfig/get",
     "tasks/pushNotificationConfig/list",
     "tasks/pushNotificationConfig/delete",
+)
+# Known to the SDK, but not offered here (the card says so); the SDK answers them.
+A2A_UNOFFERED_METHODS = (
+    *A2A_PUSH_METHODS,
+    "GetExtendedAgentCard",
     "agent/getAuthenticatedExtendedCard",
 )
 
@@ -99,6 +103,7 @@ class Registry:
         if clash:
             raise ValueError(f"extension methods shadow A2A methods: {sorted(clash)}")
         self._methods = {m.name: m for m in methods}
+        self.push_enabled = False
 
     def get(self, name: str) -> Method | None:
         return self._methods.get(name)
@@ -109,7 +114,8 @@ class Registry:
 
     def supported_methods(self) -> list[str]:
         """Every JSON-RPC method that works on this deployment."""
-        return [*A2A_METHODS, *(m.name for m in self.methods if m.enabled)]
+        push = A2A_PUSH_METHODS if self.push_enabled else ()
+        return [*A2A_METHODS, *push, *(m.name for m in self.methods if m.enabled)]
 
     def is_a2a_method(self, name: str) -> bool:
         return name in A2A_METHODS or name in A2A_UNOFFERED_METHODS

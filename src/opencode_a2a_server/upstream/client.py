@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,8 @@ import httpx
 from ..errors import UpstreamHTTPError, UpstreamPayloadError, UpstreamUnreachable
 
 CONNECT_TIMEOUT = 5.0
+STREAM_HEADERS_TIMEOUT = 5.0
+STREAM_READ_TIMEOUT = 35.0
 
 
 class OpenCodeClient:
@@ -106,18 +109,38 @@ class OpenCodeClient:
 
     @asynccontextmanager
     async def stream_events(self, path: str = "/global/event") -> AsyncIterator[httpx.Response]:
-        """Open an SSE stream with no read timeout; raises UpstreamError if it fails."""
-        timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT)
+        """Open an SSE stream; raises UpstreamError if it fails.
+
+        OpenCode accepts connections before it can serve them, and a request in that
+        window may never be answered: the response headers must come within
+        STREAM_HEADERS_TIMEOUT. Once open, OpenCode sends a heartbeat every 10 s, so
+        STREAM_READ_TIMEOUT of silence means the stream is dead.
+        """
+        timeout = httpx.Timeout(STREAM_READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        request = self._http.build_request("GET", self.base_url + path, timeout=timeout)
         try:
-            async with self._http.stream("GET", self.base_url + path, timeout=timeout) as resp:
-                if resp.status_code != 200:
-                    await resp.aread()
-                    _decode(resp, "GET", path)
-                yield resp
+            async with asyncio.timeout(STREAM_HEADERS_TIMEOUT):
+                response = await self._http.send(request, stream=True)
+        except TimeoutError:
+            raise UpstreamUnreachable(
+                f"OpenCode at {self.base_url} accepted the event-stream connection but did "
+                "not answer (still starting?)"
+            ) from None
         except httpx.TransportError as exc:
             raise UpstreamUnreachable(
                 f"OpenCode event stream at {self.base_url} failed ({type(exc).__name__})"
             ) from exc
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                _decode(response, "GET", path)
+            yield response
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(
+                f"OpenCode event stream at {self.base_url} failed ({type(exc).__name__})"
+            ) from exc
+        finally:
+            await response.aclose()
 
     # -- endpoints ------------------------------------------------------------
 

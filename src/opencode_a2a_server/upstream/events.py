@@ -94,6 +94,7 @@ class EventHub:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._parents: dict[str, str] = {}
         self._connected = asyncio.Event()
+        self._retry_now = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.reconnects = 0
 
@@ -120,6 +121,10 @@ class EventHub:
         except TimeoutError:
             return False
         return True
+
+    def retry_now(self) -> None:
+        """Skip the backoff: OpenCode is known to be back (e.g. restarted)."""
+        self._retry_now.set()
 
     def subscribe(self, session_id: str) -> Subscription:
         subscription = Subscription(self, session_id)
@@ -160,7 +165,9 @@ class EventHub:
                 log.warning("upstream event stream lost: %s", reason)
                 self._connected.clear()
                 self._broadcast(StreamLost(reason))
-            await asyncio.sleep(backoff)
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
     def dispatch(self, raw: dict[str, Any]) -> None:
