@@ -79,7 +79,15 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_sdk_tracing() -> None:
+    """The a2a-sdk opens OpenTelemetry spans for every event unless told not to; that
+    costs CPU on every streamed chunk. Keep it off unless tracing is configured."""
+    if not any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER")):
+        os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _quiet_sdk_tracing()
     overrides: dict[str, object] = {}
     if args.host:
         overrides["a2a_host"] = args.host

@@ -138,11 +138,17 @@ async def test_get_returns_the_latest_in_memory_copy(store, inner):
     assert text_of(await store.get("t1", CONTEXT)) == "newest"
 
 
-async def test_the_store_keeps_its_own_copy_of_what_it_was_given(store):
+async def test_the_durable_copy_is_not_changed_by_the_caller(store, inner):
+    # The live entry follows the caller's object (the SDK updates one Task in place;
+    # copying it on every chunk would cost a full copy per chunk), but what is written
+    # is a copy: later changes reach the database only when saved again.
     original = task(text="one")
     await store.save(original, CONTEXT)
     original.artifacts[0].parts[0].text = "changed by the caller"
-    assert text_of(await store.get("t1", CONTEXT)) == "one"
+    assert text_of(await inner.get("t1", CONTEXT)) == "one"
+    copy = await store.get("t1", CONTEXT)
+    copy.artifacts[0].parts[0].text = "changed by a reader"
+    assert text_of(await store.get("t1", CONTEXT)) == "changed by the caller"
 
 
 async def test_get_falls_back_to_the_inner_store(store, inner):

@@ -415,7 +415,8 @@ async def test_reasoning_is_its_own_block_and_stays_out_of_the_answer(monkeypatc
     answer = "Hello from fake LLM. You said: think first [[reason]]"
 
     assert "".join(replay.chunks("reasoning")) == reasoning
-    assert len(replay.chunks("reasoning")) == 5
+    # Five deltas; those already queued together are merged into one chunk.
+    assert 1 <= len(replay.chunks("reasoning")) <= 5
     snapshot = replay.snapshot("reasoning")
     assert snapshot is not None
     assert snapshot.artifact.parts[0].text == reasoning

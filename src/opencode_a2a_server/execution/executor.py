@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from ..errors import (
     UpstreamHTTPError,
     failure_from_exception,
 )
+from ..security.input import file_url_inside
 from ..store.bindings import BindingStore
 from ..store.interrupts import Ask
 from ..store.leases import Lease, LeaseStore
@@ -111,13 +113,16 @@ class OpenCodeExecutor(AgentExecutor):
             await self._answer(context, message)
             return
         owner = principal_of(context.call_context)
+        new_context = not message.context_id  # the SDK made one up: nothing is bound to it
         try:
             plan = await self.plan(message, request_metadata(context, message), owner)
         except InvalidRequest as exc:
             raise InvalidParamsError(exc.message) from None
         stream = await self._open_task(context, message, event_queue)
         try:
-            request = await self._turn_request(plan, owner, context.context_id or "")
+            request = await self._turn_request(
+                plan, owner, context.context_id or "", new_context=new_context
+            )
         except UpstreamError as exc:
             failure = failure_from_exception(exc)
             await stream.status(failure.state, failure.message, metadata=failure.metadata())
@@ -311,6 +316,14 @@ class OpenCodeExecutor(AgentExecutor):
             allow_override=self.options.allow_directory_override,
         )
         parts = prompt_parts(list(message.parts))
+        for part in parts:
+            if part["type"] == "file" and not file_url_inside(
+                part["url"], self.options.workspace_root
+            ):
+                raise InvalidRequest(
+                    "A file part's file: URL must name a file inside the workspace root "
+                    "(OPENCODE_WORKSPACE_ROOT); send the bytes instead."
+                )
         model = _model(shared.get("model")) or self.options.default_model
         session_ref = _object(shared.get("session"), "metadata.shared.session").get("id")
         options = prompt_options(opencode)
@@ -342,7 +355,7 @@ class OpenCodeExecutor(AgentExecutor):
 
         A session runs in its own directory, which must lie inside the workspace root.
         """
-        if not isinstance(session_ref, str) or not session_ref.startswith("ses"):
+        if not isinstance(session_ref, str) or not SESSION_ID.fullmatch(session_ref):
             raise InvalidRequest(
                 "metadata.shared.session.id must be an OpenCode session id (ses_…)."
             )
@@ -370,7 +383,9 @@ class OpenCodeExecutor(AgentExecutor):
             )
         return str(session.get("title") or ""), directory
 
-    async def _turn_request(self, plan: Plan, owner: str, context_id: str) -> TurnRequest:
+    async def _turn_request(
+        self, plan: Plan, owner: str, context_id: str, new_context: bool = False
+    ) -> TurnRequest:
         body: dict[str, Any] = {"parts": plan.parts, **plan.options}
         if plan.model:
             body["model"] = plan.model
@@ -386,7 +401,9 @@ class OpenCodeExecutor(AgentExecutor):
             await self.bindings.bind(owner, context_id, plan.directory, plan.session_ref, "")
             session_id, title = plan.session_ref, plan.session_title or ""
         else:
-            session_id, title = await self._bound_session(owner, context_id, plan)
+            session_id, title = await self._bound_session(
+                owner, context_id, plan, new_context=new_context
+            )
         return TurnRequest(
             session_id=session_id,
             session_title=title,
@@ -397,11 +414,14 @@ class OpenCodeExecutor(AgentExecutor):
             file_caps=self.options.file_caps,
         )
 
-    async def _bound_session(self, owner: str, context_id: str, plan: Plan) -> tuple[str, str]:
+    async def _bound_session(
+        self, owner: str, context_id: str, plan: Plan, new_context: bool = False
+    ) -> tuple[str, str]:
         title = session_title(plan.parts)
-        binding = await self.bindings.get(owner, context_id, plan.directory)
-        if binding is not None:
-            return binding.session_id, title
+        if not new_context:  # a context the client did not name cannot have a binding
+            binding = await self.bindings.get(owner, context_id, plan.directory)
+            if binding is not None:
+                return binding.session_id, title
         session = await self.client.create_session(plan.directory, title)
         session_id = str(session["id"])
         await self.bindings.bind(owner, context_id, plan.directory, session_id, title)
@@ -409,6 +429,7 @@ class OpenCodeExecutor(AgentExecutor):
 
 
 RESUME_KEY = "resume"
+SESSION_ID = re.compile(r"ses_[0-9A-Za-z]+")
 LEASE_STALE_AFTER = 35.0  # seconds without heartbeat before a lease is adopted
 
 

@@ -114,6 +114,7 @@ class Turn:
         self._declined: str | None = None
         self._settled = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._pushback: Any = None
         # Called once the turn's OpenCode user message is known (for leases).
         self.on_user_message: Callable[[str], Coroutine[Any, Any, None]] | None = None
 
@@ -281,7 +282,7 @@ class Turn:
         silence = self.stream_timeout or SILENCE_PROBE_SECONDS
         while True:
             try:
-                item = await subscription.get(timeout=silence)
+                item = await self._next(subscription, silence)
             except TimeoutError:
                 if await self._silence_says_done():
                     return
@@ -297,6 +298,31 @@ class Turn:
                 continue
             if await self._handle(item):
                 return
+
+    async def _next(self, subscription: Subscription, timeout: float) -> Any:
+        """The next event, with text deltas already queued for the same part merged.
+
+        OpenCode can emit hundreds of deltas within milliseconds; one A2A chunk per
+        burst keeps the stream as fast as the client can take it.
+        """
+        if self._pushback is not None:
+            item, self._pushback = self._pushback, None
+        else:
+            item = await subscription.get(timeout=timeout)
+        if not isinstance(item, dict) or not _is_delta(item):
+            return item
+        merged = None
+        while (following := subscription.get_nowait()) is not None:
+            if isinstance(following, dict) and _is_delta(following) and _same_part(item, following):
+                merged = merged or [item["properties"]["delta"]]
+                merged.append(following["properties"]["delta"])
+                continue
+            self._pushback = following
+            break
+        if merged is None:
+            return item
+        props = {**item["properties"], "delta": "".join(str(d or "") for d in merged)}
+        return {**item, "properties": props}
 
     async def _silence_says_done(self) -> bool:
         """After a long silence: finished if OpenCode says the session is idle."""
@@ -654,6 +680,19 @@ def _declines(kind: str, resolution: dict[str, Any]) -> bool:
     if kind == "permission":
         return resolution.get("reply") == "reject" and not resolution.get("message")
     return bool(resolution.get("rejected"))
+
+
+def _is_delta(item: Any) -> bool:
+    return isinstance(item, dict) and item.get("type") == "message.part.delta"
+
+
+def _same_part(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    a, b = first.get("properties") or {}, second.get("properties") or {}
+    return (
+        a.get("partID") == b.get("partID")
+        and a.get("messageID") == b.get("messageID")
+        and a.get("field") == b.get("field")
+    )
 
 
 def _message_done(info: dict[str, Any]) -> bool:

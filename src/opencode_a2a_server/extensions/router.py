@@ -37,10 +37,15 @@ class JsonRpcRouter:
     async def handle(self, request: Request) -> Response:
         try:
             payload = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            return await self.sdk_endpoint(request)  # the SDK answers -32700
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return _parse_error()
         if not isinstance(payload, dict) or not isinstance(payload.get("method"), str):
             return await self.sdk_endpoint(request)  # the SDK answers -32600
+        request_id = payload.get("id")
+        if request_id is not None and (
+            isinstance(request_id, bool) or not isinstance(request_id, str | int)
+        ):
+            return _invalid_request("id must be a string, an integer or null")
         name = payload["method"]
         if self.registry.is_a2a_method(name):
             return await self.sdk_endpoint(request)
@@ -94,6 +99,16 @@ class JsonRpcRouter:
             return Response(status_code=204)
         body = {"jsonrpc": "2.0", "id": payload.get("id"), "error": error.to_jsonrpc()}
         return JSONResponse(body)
+
+
+def _parse_error() -> JSONResponse:
+    error = {"code": -32700, "message": "Parse error: the body is not valid JSON"}
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error})
+
+
+def _invalid_request(reason: str) -> JSONResponse:
+    error = {"code": -32600, "message": f"Invalid request: {reason}"}
+    return JSONResponse({"jsonrpc": "2.0", "id": None, "error": error})
 
 
 def invalid_params(exc: ValidationError, method: str) -> InvalidParams:

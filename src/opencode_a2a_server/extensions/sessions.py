@@ -58,7 +58,7 @@ SESSION_MANAGEMENT = Extension(
     },
 )
 
-SESSION_ID = Field(pattern=r"^ses", min_length=4)
+SESSION_ID = Field(pattern=r"^ses_[0-9A-Za-z]+$", max_length=128)
 MAX_UPSTREAM_SESSIONS = 5000
 
 
@@ -138,13 +138,13 @@ class ShellParams(Params):
 
 class DiffParams(Params):
     session_id: str = SESSION_ID
-    message_id: str | None = Field(None, pattern=r"^msg")
+    message_id: str | None = Field(None, pattern=r"^msg_[0-9A-Za-z]+$")
 
 
 class RevertParams(Params):
-    session_id: str | None = Field(None, pattern=r"^ses")
-    message_id: str | None = Field(None, pattern=r"^msg")
-    part_id: str | None = Field(None, pattern=r"^prt")
+    session_id: str | None = Field(None, pattern=r"^ses_[0-9A-Za-z]+$", max_length=128)
+    message_id: str | None = Field(None, pattern=r"^msg_[0-9A-Za-z]+$")
+    part_id: str | None = Field(None, pattern=r"^prt_[0-9A-Za-z]+$")
     task_id: str | None = None
 
 

@@ -55,23 +55,31 @@ class BindingStore:
         self, owner: str, context_id: str, directory: str, session_id: str, title: str
     ) -> None:
         """Record the binding and claim the session for `owner` (first owner wins)."""
+        key = _key(context_id, directory)
         async with self._engine.begin() as conn:
             await conn.execute(
                 session_bindings.delete().where(
-                    session_bindings.c.owner == owner,
-                    session_bindings.c.context_id == _key(context_id, directory),
+                    session_bindings.c.owner == owner, session_bindings.c.context_id == key
                 )
             )
             await conn.execute(
                 session_bindings.insert().values(
                     owner=owner,
-                    context_id=_key(context_id, directory),
+                    context_id=key,
                     session_id=session_id,
                     directory=directory,
                     created_at=time.time(),
                 )
             )
-        await self.claim(owner, session_id, title)
+            claimed = await conn.execute(
+                select(session_owners.c.owner).where(session_owners.c.session_id == session_id)
+            )
+            if claimed.first() is None:
+                await conn.execute(
+                    session_owners.insert().values(
+                        session_id=session_id, owner=owner, title=title[:255]
+                    )
+                )
 
     async def claim(self, owner: str, session_id: str, title: str = "") -> str:
         """Make `owner` the session's owner unless it has one; return the owner."""

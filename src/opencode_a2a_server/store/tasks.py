@@ -50,8 +50,10 @@ class WriteBehindTaskStore(TaskStore):
         key = (self._owner(context), task.id)
         entry = self._live.get(key)
         if entry is None:
-            entry = self._live[key] = _Entry(Task(), context)
-        entry.task.CopyFrom(task)
+            entry = self._live[key] = _Entry(task, context)
+        # The SDK updates one Task object in place for the whole request: keeping a
+        # reference (and copying only when writing) avoids a full copy per chunk.
+        entry.task = task
         entry.context = context
         if entry.persisted_state != task.status.state:
             await self._write(key, entry)

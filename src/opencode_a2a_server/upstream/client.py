@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -84,6 +85,7 @@ class OpenCodeClient:
         timeout: float | object | None = httpx.USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         """Send one request and return the raw response (errors still raise)."""
+        _check_path(path)
         query = dict(params or {})
         if directory is not None:
             query["directory"] = directory
@@ -189,6 +191,16 @@ class OpenCodeClient:
     async def session_status(self, directory: str | None = None) -> dict[str, Any]:
         result = await self.request("GET", "/session/status", directory=directory)
         return _expect_dict(result, "/session/status")
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]*")
+
+
+def _check_path(path: str) -> None:
+    """Every path segment (ids included) must be a plain identifier: no traversal."""
+    for segment in path.strip("/").split("/"):
+        if segment and (not _SEGMENT.fullmatch(segment) or ".." in segment):
+            raise UpstreamPayloadError(f"Refusing to call OpenCode with the path {path!r}")
 
 
 def _decode(response: httpx.Response, method: str, path: str) -> Any:

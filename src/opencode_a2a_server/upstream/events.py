@@ -65,6 +65,8 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> HubSignal:
         """Next event or signal; raises TimeoutError after `timeout` seconds of silence."""
+        if not self._queue.empty():
+            return self._queue.get_nowait()  # no timer task for an event already here
         if timeout is None:
             return await self._queue.get()
         return await asyncio.wait_for(self._queue.get(), timeout)
