@@ -202,3 +202,60 @@ async def test_delivery_after_a_restart(
             await wait_for(lambda: "TASK_STATE_COMPLETED" in receiver.states())
         finally:
             second.stop()
+
+
+async def test_push_config_methods_of_both_versions(
+    tmp_path: Path, workspace: Path, opencode: ManagedOpenCode
+) -> None:
+    adapter = AdapterProcess(
+        push_env(opencode, workspace, tmp_path), log_path=tmp_path / "a.log", cwd=tmp_path
+    ).start()
+    harness = A2AHarness(adapter.url, adapter.token)
+    try:
+        task_id = (await harness.send("configs"))[0].task.id
+        with WebhookReceiver() as receiver:
+            created = await rpc(
+                adapter,
+                "CreateTaskPushNotificationConfig",
+                {"taskId": task_id, "id": "a", "url": receiver.url},
+            )
+            assert created["result"]["url"] == receiver.url
+            got = await rpc(
+                adapter, "GetTaskPushNotificationConfig", {"taskId": task_id, "id": "a"}
+            )
+            assert got["result"]["id"] == "a"
+            await rpc(adapter, "DeleteTaskPushNotificationConfig", {"taskId": task_id, "id": "a"})
+            listed = await rpc(adapter, "ListTaskPushNotificationConfigs", {"taskId": task_id})
+            assert listed["result"].get("configs", []) == []
+
+            async with httpx.AsyncClient(
+                base_url=adapter.url, headers={"Authorization": f"Bearer {adapter.token}"}
+            ) as http:
+
+                async def v03(method: str, params: dict[str, Any]) -> dict[str, Any]:
+                    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+                    return (await http.post("/", json=body)).json()
+
+                config = {"url": receiver.url, "id": "b"}
+                made = await v03(
+                    "tasks/pushNotificationConfig/set",
+                    {"taskId": task_id, "pushNotificationConfig": config},
+                )
+                assert made["result"]["pushNotificationConfig"]["url"] == receiver.url, made
+                fetched = await v03(
+                    "tasks/pushNotificationConfig/get",
+                    {"id": task_id, "pushNotificationConfigId": "b"},
+                )
+                assert fetched["result"]["pushNotificationConfig"]["id"] == "b", fetched
+                listed03 = await v03("tasks/pushNotificationConfig/list", {"id": task_id})
+                assert [c["pushNotificationConfig"]["id"] for c in listed03["result"]] == ["b"], (
+                    listed03
+                )
+                deleted = await v03(
+                    "tasks/pushNotificationConfig/delete",
+                    {"id": task_id, "pushNotificationConfigId": "b"},
+                )
+                assert "error" not in deleted, deleted
+    finally:
+        await harness.aclose()
+        adapter.stop()

@@ -188,7 +188,7 @@ class SessionMethods:
             if exc.status == 404:
                 raise SessionNotFound("Session not found", session_id=session_id) from None
             raise
-        owner = await self.bindings.owner_of(session_id)
+        owner = await self._owner(session)
         if owner is not None and owner != ctx.principal:
             raise SessionForbidden("Session belongs to another caller", session_id=session_id)
         if not self.directories.contains(str(session.get("directory") or "/")):
@@ -224,9 +224,24 @@ class SessionMethods:
         }
 
     async def _visible(self, session: dict[str, Any], ctx: CallContext) -> bool:
-        owner = await self.bindings.owner_of(str(session.get("id")))
+        owner = await self._owner(session)
         inside = self.directories.contains(str(session.get("directory") or "/"))
         return inside and owner in (None, ctx.principal)
+
+    async def _owner(self, session: dict[str, Any]) -> str | None:
+        """The session's owner; a subagent's child session belongs to its parent's."""
+        owner = await self.bindings.owner_of(str(session.get("id")))
+        seen: set[str] = set()
+        parent = session.get("parentID")
+        while owner is None and isinstance(parent, str) and parent not in seen:
+            seen.add(parent)
+            owner = await self.bindings.owner_of(parent)
+            if owner is None:
+                try:
+                    parent = (await self.client.get_session(parent)).get("parentID")
+                except UpstreamHTTPError:
+                    break
+        return owner
 
     async def _busy(self, directories: set[str]) -> set[str]:
         busy: set[str] = set()
