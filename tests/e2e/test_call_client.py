@@ -215,7 +215,10 @@ def test_json_input_required_exits_3(adapter: AdapterProcess) -> None:
     result = run_call(adapter, "--json", "[[question]] json ask")
     assert result.returncode == 3
     last = json.loads(result.stdout.splitlines()[-1])
-    assert last["statusUpdate"]["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+    # The last event is the input-required status, or the Task snapshot of a stream
+    # the client re-opened to follow the task.
+    status = (last.get("statusUpdate") or last.get("task"))["status"]
+    assert status["state"] == "TASK_STATE_INPUT_REQUIRED"
     assert "Which color do you prefer?" in result.stderr
 
 
