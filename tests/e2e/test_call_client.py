@@ -217,7 +217,9 @@ def test_json_input_required_exits_3(adapter: AdapterProcess) -> None:
     last = json.loads(result.stdout.splitlines()[-1])
     # The last event is the input-required status, or the Task snapshot of a stream
     # the client re-opened to follow the task.
-    status = (last.get("statusUpdate") or last.get("task"))["status"]
+    event = last.get("statusUpdate") or last.get("task")
+    assert event is not None, result.stdout.splitlines()[-3:]
+    status = event["status"]
     assert status["state"] == "TASK_STATE_INPUT_REQUIRED"
     assert "Which color do you prefer?" in result.stderr
 

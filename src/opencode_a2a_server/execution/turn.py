@@ -506,7 +506,9 @@ class Turn:
             files = file_notice(part)
             if files:
                 data["files"] = files
-            if self._progress.tools.get(part_id) != data:
+            if self._progress.tools.get(part_id) != data and not self._pending:
+                # While OpenCode waits for an answer the stream ends with the
+                # input-required status; the next update carries the whole state.
                 self._progress.tools[part_id] = data
                 await self.stream.tool_call(part_id, data, message_id)
 
