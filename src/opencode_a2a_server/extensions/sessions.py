@@ -13,7 +13,6 @@ import json
 import uuid
 from typing import Any, Literal
 
-from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import (
     Message,
@@ -32,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import InvalidParams, SessionForbidden, SessionNotFound, UpstreamHTTPError
 from ..execution.directories import DirectoryPolicy
 from ..execution.mapping import as_dict, to_struct, tool_call_data
+from ..handler import Principal
 from ..store.bindings import BindingStore
 from ..upstream.client import OpenCodeClient
 from .registry import CallContext, Extension, Method, Params
@@ -146,19 +146,6 @@ class RevertParams(Params):
     message_id: str | None = Field(None, pattern=r"^msg_[0-9A-Za-z]+$")
     part_id: str | None = Field(None, pattern=r"^prt_[0-9A-Za-z]+$")
     task_id: str | None = None
-
-
-class _Caller(User):
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
 
 
 class SessionMethods:
@@ -350,7 +337,7 @@ class SessionMethods:
             configuration=SendMessageConfiguration(return_immediately=True),
             metadata=to_struct(metadata),
         )
-        call = ServerCallContext(user=_Caller(ctx.principal), state={"headers": {}})
+        call = ServerCallContext(user=Principal(ctx.principal), state={"headers": {}})
         try:
             task = await self.handler.on_message_send(request, call)
         except A2AError as exc:
@@ -399,7 +386,7 @@ class SessionMethods:
                     fields=["session_id", "message_id", "task_id"],
                 )
             return params.session_id, params.message_id
-        call = ServerCallContext(user=_Caller(ctx.principal), state={"headers": {}})
+        call = ServerCallContext(user=Principal(ctx.principal), state={"headers": {}})
         task = await self.handler.task_store.get(params.task_id, call)
         if task is None:
             raise InvalidParams(f"No task {params.task_id}", fields=["task_id"])
