@@ -21,7 +21,7 @@ $(TOOLS)/uv/bin/uv:
 	$(TOOLS)/uv/bin/pip install --quiet uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-groups
+	$(UV) sync --frozen --all-groups --all-extras
 	@touch $@
 
 $(OPENCODE):
