@@ -911,3 +911,41 @@ async def test_partials_of_failed_attempts_do_not_survive_an_abort_during_retry(
     assert stored == ""
     assert "partial" in "".join(replay.chunks("text")), "the attempts did stream text"
     assert replay.client_view().get(f"{TASK_ID}:response", "") == stored
+
+
+WHOLE_TURNS = [
+    ("notitle_plain", {}),
+    ("reasoning", {}),
+    ("tool_bash_default", {}),
+    ("task_subagent", {"directory": "/workspace/ws2"}),
+    ("busy_queue", {"user_index": 1}),
+]
+
+
+@pytest.mark.parametrize(("name", "options"), WHOLE_TURNS, ids=[n for n, _ in WHOLE_TURNS])
+async def test_a_turn_seen_whole_in_the_events_ends_as_the_read_back_would(
+    monkeypatch, name, options
+):
+    """No `GET /message` after idle when the events showed every message to its end,
+    and the final snapshot, usage and state equal those of a turn that read it back."""
+    events = load_events(name)
+    if name == "busy_queue":
+        options = {**options, "session_id": session_titled(events, "busy")}
+    if name == "task_subagent":
+        options = {**options, "session_id": session_titled(events, "task parent")}
+    seen = await run_replay(monkeypatch, name, **options)
+    assert seen.client.message_calls == 0
+
+    monkeypatch.setattr(Turn, "_seen_turn", lambda self: None)
+    read_back = await run_replay(monkeypatch, name, **options)
+    assert read_back.client.message_calls >= 1
+
+    assert seen.final_state == read_back.final_state == TaskState.TASK_STATE_COMPLETED
+    assert seen.client_view() == read_back.client_view()
+    assert seen.final_metadata() == read_back.final_metadata()
+
+
+async def test_a_retried_turn_reads_the_stored_messages_back(monkeypatch):
+    replay = await run_replay(monkeypatch, "llm_error_once_500")
+    assert replay.retry_statuses()
+    assert replay.client.message_calls >= 1

@@ -84,6 +84,11 @@ class _Progress:
     failure: TurnFailure | None = None
     early_failure: TurnFailure | None = None
     aborted: bool = False
+    # The turn's parts as the events last showed them, by message: with every message
+    # complete this is what OpenCode stored, so no read-back is needed.
+    parts: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Events may have been missed (stream lost, resumed) or superseded (retries).
+    unreliable: bool = False
 
 
 class Turn:
@@ -215,6 +220,7 @@ class Turn:
 
     async def _resume(self) -> None:
         """Like `_run`, without prompting: re-sync from what OpenCode stored first."""
+        self._progress.unreliable = True
         await self._ensure_hub()
         with self.hub.subscribe(self.session_id) as subscription:
             self.phase = Phase.RUNNING
@@ -290,9 +296,11 @@ class Turn:
             if isinstance(item, Exception):
                 raise item
             if isinstance(item, StreamLost):
+                self._progress.unreliable = True
                 await self._on_stream_lost(item)
                 continue
             if isinstance(item, StreamRestored):
+                self._progress.unreliable = True
                 if not await self._session_busy():
                     return
                 continue
@@ -465,6 +473,7 @@ class Turn:
     async def _on_status(self, status: dict[str, Any]) -> None:
         if status.get("type") != "retry" or self._progress.user_message_id is None:
             return
+        self._progress.unreliable = True  # the failed attempt's parts are not kept
         attempt = status.get("attempt")
         reason = status.get("message") or "the model provider failed"
         await self.stream.status(
@@ -492,6 +501,7 @@ class Turn:
             return
         kind = part.get("type")
         part_id = str(part.get("id"))
+        self._progress.parts.setdefault(message_id, {})[part_id] = part
         if kind in ("text", "reasoning"):
             if part.get("synthetic") or part.get("ignored"):
                 return
@@ -616,7 +626,14 @@ class Turn:
         return None
 
     async def _stored_turn(self) -> list[dict[str, Any]]:
-        """The turn's assistant messages as OpenCode stored them, once all are complete."""
+        """The turn's assistant messages as OpenCode stored them, once all are complete.
+
+        When the events showed every message and part to its end, they are what OpenCode
+        stored; otherwise (missed events, retries, errors) the messages are read back.
+        """
+        seen = self._seen_turn()
+        if seen is not None:
+            return seen
         entries: list[dict[str, Any]] = []
         for _ in range(RECONCILE_ATTEMPTS):
             history = await self.client.messages(self.session_id, self.request.directory)
@@ -624,6 +641,29 @@ class Turn:
             if all(_message_done(entry["info"]) for entry in entries):
                 return entries
             await asyncio.sleep(RECONCILE_INTERVAL)
+        return entries
+
+    def _seen_turn(self) -> list[dict[str, Any]] | None:
+        """The turn's messages as the events showed them, if they are known to be whole."""
+        progress = self._progress
+        if (
+            progress.unreliable
+            or progress.failure is not None
+            or progress.aborted
+            or progress.pending_deltas
+            or not progress.assistant
+        ):
+            return None
+        entries = []
+        for message_id in sorted(progress.assistant):
+            info = progress.assistant[message_id]
+            if not (info.get("time") or {}).get("completed") or info.get("error"):
+                return None
+            parts = progress.parts.get(message_id, {})
+            ordered = [parts[part_id] for part_id in sorted(parts)]
+            if not all(_part_done(part) for part in ordered):
+                return None
+            entries.append({"info": info, "parts": ordered})
         return entries
 
     def _select_turn(self, history: list[Any]) -> list[dict[str, Any]]:
@@ -695,6 +735,15 @@ def _same_part(first: dict[str, Any], second: dict[str, Any]) -> bool:
         and a.get("messageID") == b.get("messageID")
         and a.get("field") == b.get("field")
     )
+
+
+def _part_done(part: dict[str, Any]) -> bool:
+    """A text or reasoning part is whole once it has an end time; others as they come."""
+    if part.get("type") not in ("text", "reasoning"):
+        return True
+    if part.get("synthetic") or part.get("ignored"):
+        return True
+    return bool((part.get("time") or {}).get("end"))
 
 
 def _message_done(info: dict[str, Any]) -> bool:
