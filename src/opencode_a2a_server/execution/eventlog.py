@@ -55,25 +55,34 @@ class _TaskLog:
 
 
 class EventLog:
-    """The last `size` events of each task, kept `retention` seconds after it ends."""
+    """The last `size` events of each running task.
 
-    def __init__(self, size: int = 500, retention: float = 600.0, max_tasks: int = 2000) -> None:
+    A resubscribe to a finished task is answered with its stored snapshot, so a task's
+    log is kept only `retention` seconds after its turn ends (for a reconnect racing
+    the end), and never for more than `max_tasks` tasks.
+    """
+
+    def __init__(self, size: int = 500, retention: float = 10.0, max_tasks: int = 2000) -> None:
         self.size = size
         self.retention = retention
         self.max_tasks = max_tasks
         self._tasks: OrderedDict[str, _TaskLog] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._tasks)
+
     def record(self, task_id: str, sequence: int, event: LoggedEvent) -> None:
         log = self._tasks.get(task_id)
         if log is None:
-            log = self._tasks[task_id] = _TaskLog(self.size)
             self._prune()
+            log = self._tasks[task_id] = _TaskLog(self.size)
         log.events.append((sequence, event))
 
     def finish(self, task_id: str) -> None:
         log = self._tasks.get(task_id)
         if log is not None:
             log.finished_at = time.monotonic()
+        self._prune()
 
     def since(self, task_id: str, sequence: int) -> list[tuple[int, LoggedEvent]]:
         """Logged events after `sequence`, oldest first."""
@@ -83,14 +92,17 @@ class EventLog:
         return [(seq, event) for seq, event in log.events if seq > sequence]
 
     def _prune(self) -> None:
+        """Drop expired logs, then the oldest finished ones, then the oldest, to fit."""
         now = time.monotonic()
-        for task_id in list(self._tasks):
-            log = self._tasks[task_id]
-            expired = log.finished_at is not None and now - log.finished_at > self.retention
-            if expired or len(self._tasks) > self.max_tasks:
+        for task_id, log in list(self._tasks.items()):
+            if log.finished_at is not None and now - log.finished_at > self.retention:
                 del self._tasks[task_id]
-            else:
-                break
+        excess = len(self._tasks) - self.max_tasks + 1
+        if excess <= 0:
+            return
+        finished = [t for t, log in self._tasks.items() if log.finished_at is not None]
+        for task_id in list(dict.fromkeys(finished + list(self._tasks)))[:excess]:
+            del self._tasks[task_id]
 
 
 class RecordingQueue:

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import weakref
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ class OpenCodeExecutor(AgentExecutor):
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._binding_writes: dict[tuple[str, str, str], asyncio.Task[None]] = {}
 
     # -- the AgentExecutor interface -------------------------------------------------
 
@@ -162,19 +164,25 @@ class OpenCodeExecutor(AgentExecutor):
         lock = self._session_locks.setdefault(turn.session_id, asyncio.Lock())
         started = time.monotonic()
         task_id = turn.stream.task_id
+        taken: asyncio.Task[None] | None = None
         try:
             async with lock:
+                if resumed is None and self.leases is not None:
+                    # Written while the prompt goes out: the lease is for recovery and
+                    # must not delay the turn.
+                    taken = asyncio.create_task(self._take_lease(turn, owner))
                 if self.leases is not None:
-                    leases = self.leases
-                    turn.on_user_message = lambda mid: leases.note_message(task_id, mid)
+                    turn.on_user_message = _after(taken, self.leases.note_message, task_id)
                 if resumed is not None:
                     await turn.resume(resumed.user_message_id, resumed.posted_at_ms)
                 else:
-                    await self._take_lease(turn, owner)
                     await turn.run()
         finally:
             self._turns.pop(task_id, None)
             self.event_log.finish(task_id)
+            await self._binding_written(owner, turn.stream.context_id, turn.request.directory)
+            if taken is not None:
+                await _quietly(taken)
             if self.leases is not None:
                 await _quietly(self.leases.release(task_id))
             log.info(
@@ -186,6 +194,30 @@ class OpenCodeExecutor(AgentExecutor):
                 TaskState.Name(turn.stream.final_state or 0),
                 (time.monotonic() - started) * 1000,
             )
+
+    def _bind_behind(
+        self, owner: str, context_id: str, directory: str, session_id: str, title: str
+    ) -> None:
+        """Record a context's new session without holding up the prompt.
+
+        A lookup for the same context waits for the write (`_binding_written`).
+        """
+        key = (owner, context_id, directory)
+        write = asyncio.create_task(
+            _quietly(self.bindings.bind(owner, context_id, directory, session_id, title))
+        )
+        self._binding_writes[key] = write
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._binding_writes.get(key) is done:
+                del self._binding_writes[key]
+
+        write.add_done_callback(forget)
+
+    async def _binding_written(self, owner: str, context_id: str, directory: str) -> None:
+        write = self._binding_writes.get((owner, context_id, directory))
+        if write is not None:
+            await asyncio.shield(write)
 
     async def _take_lease(self, turn: Turn, owner: str) -> None:
         if self.leases is None:
@@ -419,12 +451,13 @@ class OpenCodeExecutor(AgentExecutor):
     ) -> tuple[str, str]:
         title = session_title(plan.parts)
         if not new_context:  # a context the client did not name cannot have a binding
+            await self._binding_written(owner, context_id, plan.directory)
             binding = await self.bindings.get(owner, context_id, plan.directory)
             if binding is not None:
                 return binding.session_id, title
         session = await self.client.create_session(plan.directory, title)
         session_id = str(session["id"])
-        await self.bindings.bind(owner, context_id, plan.directory, session_id, title)
+        self._bind_behind(owner, context_id, plan.directory, session_id, title)
         return session_id, str(session.get("title") or title)
 
 
@@ -441,6 +474,19 @@ def _is_resume(message: Message) -> bool:
 def _session_title(task: Any) -> str:
     meta = json_format.MessageToDict(task.metadata)
     return str(meta.get("shared", {}).get("session", {}).get("title") or "")
+
+
+def _after(
+    first: asyncio.Task[None] | None, then: Callable[[str, str], Awaitable[None]], task_id: str
+) -> Callable[[str], Coroutine[Any, Any, None]]:
+    """`then(task_id, value)`, once `first` (if any) has finished."""
+
+    async def run(value: str) -> None:
+        if first is not None:
+            await asyncio.shield(first)
+        await then(task_id, value)
+
+    return run
 
 
 async def _quietly(work: Any) -> None:
