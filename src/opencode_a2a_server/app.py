@@ -103,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
         bindings=runtime.bindings,
         interrupts=runtime.interrupts,
         leases=runtime.leases,
+        persisted=runtime.task_store.settled,
         options=ExecutorOptions(
             workspace_root=settings.workspace_root,
             allow_directory_override=settings.a2a_allow_directory_override,

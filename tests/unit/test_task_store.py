@@ -1,4 +1,4 @@
-"""WriteBehindTaskStore: state changes are written through at once, chunks lazily."""
+"""WriteBehindTaskStore: state changes are written at once (in the background), chunks lazily."""
 
 from __future__ import annotations
 
@@ -79,15 +79,18 @@ async def store(inner):
 
 async def test_the_first_save_is_written_through(store, inner):
     await store.save(task(TaskState.TASK_STATE_SUBMITTED), CONTEXT)
+    await store.settle()
     assert inner.states() == ["TASK_STATE_SUBMITTED"]
 
 
 async def test_many_saves_in_one_state_are_buffered_until_flush(store, inner):
     await store.save(task(), CONTEXT)
+    await store.settle()
     streamed = ""
     for i in range(200):
         streamed += f"w{i} "
         await store.save(task(text=streamed), CONTEXT)
+    await store.settle()
     assert len(inner.saved) == 1, "chunks in the same state are not written one by one"
     assert text_of(await inner.get("t1", CONTEXT)) == ""
 
@@ -103,6 +106,7 @@ async def test_buffered_changes_are_flushed_later_on_their_own(inner):
     store = WriteBehindTaskStore(inner, flush_interval=0.02)
     try:
         await store.save(task(), CONTEXT)
+        await store.settle()
         for i in range(20):
             await store.save(task(text="x" * (i + 1)), CONTEXT)
         assert len(inner.saved) == 1
@@ -118,17 +122,29 @@ async def test_buffered_changes_are_flushed_later_on_their_own(inner):
 
 async def test_a_state_change_is_written_at_once_with_the_latest_content(store, inner):
     await store.save(task(), CONTEXT)
+    await store.settle()
     await store.save(task(text="partial"), CONTEXT)
     await store.save(task(TaskState.TASK_STATE_INPUT_REQUIRED, text="partial answer"), CONTEXT)
+    await store.settle()
     assert inner.states() == ["TASK_STATE_WORKING", "TASK_STATE_INPUT_REQUIRED"]
     assert text_of(await inner.get("t1", CONTEXT)) == "partial answer"
+    assert store._live == {}, "a task waiting for input is read from the database"
     # Back to working is a state change again.
     await store.save(task(text="partial answer"), CONTEXT)
+    await store.settle()
     assert inner.states()[-1] == "TASK_STATE_WORKING"
+
+
+async def test_states_that_pass_before_a_write_starts_are_written_as_the_latest(store, inner):
+    await store.save(task(), CONTEXT)
+    await store.save(task(TaskState.TASK_STATE_INPUT_REQUIRED, text="ask"), CONTEXT)
+    await store.settle()
+    assert inner.states() == ["TASK_STATE_INPUT_REQUIRED"]
 
 
 async def test_get_returns_the_latest_in_memory_copy(store, inner):
     await store.save(task(), CONTEXT)
+    await store.settle()
     await store.save(task(text="newest"), CONTEXT)
     assert text_of(await inner.get("t1", CONTEXT)) == ""
     got = await store.get("t1", CONTEXT)
@@ -144,6 +160,7 @@ async def test_the_durable_copy_is_not_changed_by_the_caller(store, inner):
     # is a copy: later changes reach the database only when saved again.
     original = task(text="one")
     await store.save(original, CONTEXT)
+    await store.settle()
     original.artifacts[0].parts[0].text = "changed by the caller"
     assert text_of(await inner.get("t1", CONTEXT)) == "one"
     copy = await store.get("t1", CONTEXT)
@@ -170,6 +187,7 @@ async def test_a_terminal_state_is_persisted_and_released(store, inner, final):
     await store.save(task(), CONTEXT)
     await store.save(task(text="full answer"), CONTEXT)
     await store.save(task(final, text="full answer"), CONTEXT)
+    assert await store.settled("t1")
     stored = await inner.get("t1", CONTEXT)
     assert stored.status.state == final
     assert text_of(stored) == "full answer"
@@ -183,6 +201,7 @@ async def test_tasks_are_kept_apart_per_owner(store, inner):
     await store.save(task(text="bob's"), bob)
     assert text_of(await store.get("t1", CONTEXT)) == "alice's"
     assert text_of(await store.get("t1", bob)) == "bob's"
+    await store.settle()
     assert len(inner.saved) == 2
 
 
@@ -224,6 +243,7 @@ async def test_a_change_saved_during_a_lazy_flush_is_flushed_too():
     store = WriteBehindTaskStore(inner, flush_interval=0.01)
     try:
         await store.save(task(), CONTEXT)
+        await store.settle()
         await store.save(task(text="one"), CONTEXT)
         await asyncio.sleep(0.03)  # the lazy flush is now inside the slow inner save
         await store.save(task(text="one two"), CONTEXT)
@@ -231,3 +251,48 @@ async def test_a_change_saved_during_a_lazy_flush_is_flushed_too():
         assert text_of(await inner.get("t1", CONTEXT)) == "one two"
     finally:
         await store.aclose()
+
+
+async def test_the_client_does_not_wait_for_a_state_write_but_readers_see_it():
+    inner = SlowStore()
+    store = WriteBehindTaskStore(inner, flush_interval=60)
+    try:
+        await asyncio.wait_for(store.save(task(), CONTEXT), 0.01)  # the write takes 50 ms
+        await store.save(task(TaskState.TASK_STATE_COMPLETED, text="done"), CONTEXT)
+        assert inner.saved == []
+        got = await store.get("t1", CONTEXT)
+        assert got.status.state == TaskState.TASK_STATE_COMPLETED
+        assert await store.settled("t1")
+        # In order: the final state is the one that stays.
+        assert inner.states()[-1] == "TASK_STATE_COMPLETED"
+        assert (await inner.get("t1", CONTEXT)).status.state == TaskState.TASK_STATE_COMPLETED
+    finally:
+        await store.aclose()
+
+
+class FailingOnceStore(CountingStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    async def save(self, task: Task, context: ServerCallContext) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("database is locked")
+        await super().save(task, context)
+
+
+async def test_a_failed_state_write_is_retried_by_the_flush():
+    inner = FailingOnceStore()
+    store = WriteBehindTaskStore(inner, flush_interval=0.01)
+    try:
+        await store.save(task(TaskState.TASK_STATE_COMPLETED, text="kept"), CONTEXT)
+        assert await store.settled("t1", timeout=2)
+        assert text_of(await inner.get("t1", CONTEXT)) == "kept"
+    finally:
+        await store.aclose()
+
+
+async def test_settled_gives_up_after_its_timeout(store):
+    await store.save(task(), CONTEXT)  # still working: never final
+    assert await store.settled("t1", timeout=0.05) is False

@@ -85,6 +85,7 @@ class OpenCodeExecutor(AgentExecutor):
         options: ExecutorOptions,
         leases: LeaseStore | None = None,
         event_log: EventLog | None = None,
+        persisted: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.event_log = event_log or EventLog()
         self.client = client
@@ -93,6 +94,8 @@ class OpenCodeExecutor(AgentExecutor):
         self.interrupts = interrupts
         self.options = options
         self.leases = leases
+        # Waits until a task's final state is in the database (the lease is kept until).
+        self.persisted = persisted
         self._turns: dict[str, Turn] = {}
         self._resuming: dict[str, Lease] = {}
         self._runners: set[asyncio.Task[None]] = set()
@@ -183,6 +186,8 @@ class OpenCodeExecutor(AgentExecutor):
             await self._binding_written(owner, turn.stream.context_id, turn.request.directory)
             if taken is not None:
                 await _quietly(taken)
+            if self.persisted is not None:
+                await _quietly(self.persisted(task_id))
             if self.leases is not None:
                 await _quietly(self.leases.release(task_id))
             log.info(
