@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from a2a.types.a2a_pb2 import TaskState
 from prometheus_client.parser import text_string_to_metric_families
 
 from opencode_a2a_server.testing.stack import AdapterProcess, free_port
@@ -317,3 +318,35 @@ async def test_request_span_with_upstream_child_is_exported(
     attributes = {a.key: a.value.string_value for a in server.attributes}
     assert attributes["a2a.transport"] == "jsonrpc"
     assert attributes["a2a.protocol_version"] == "1.0"
+
+
+async def test_pending_asks_and_canceled_turns_are_reported(json_adapter: AdapterProcess) -> None:
+    adapter = json_adapter
+    auth = {"Authorization": f"Bearer {adapter.token}"}
+    harness = A2AHarness(adapter.url, adapter.token)
+    try:
+        events = await harness.send(
+            "[[bash:echo metrics]] run it", metadata={"opencode": {"directory": "ask"}}
+        )
+        task = events[-1].status_update
+        assert task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        async with httpx.AsyncClient(base_url=adapter.url, headers=auth, timeout=30) as client:
+            waiting = metric_samples((await client.get("/metrics")).text)
+            assert value(waiting, "opencode_a2a_pending_asks") == 1
+            await harness.cancel(task.task_id)
+
+            async def settled() -> dict[Any, float] | None:
+                samples = metric_samples((await client.get("/metrics")).text)
+                done = value(samples, "opencode_a2a_turns_total", state="canceled") == 1
+                return samples if done else None
+
+            for _ in range(100):
+                samples = await settled()
+                if samples:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await harness.aclose()
+    assert samples, "the canceled turn was not counted"
+    assert value(samples, "opencode_a2a_pending_asks") == 0
+    assert value(samples, "opencode_a2a_turns_total", state="completed") == 0
