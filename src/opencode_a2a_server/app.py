@@ -17,7 +17,7 @@ from a2a.server.tasks import DatabasePushNotificationConfigStore, DatabaseTaskSt
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import __version__, sse
@@ -34,7 +34,10 @@ from .extensions.registry import Registry
 from .extensions.router import JsonRpcRouter
 from .extensions.sessions import SessionMethods
 from .handler import OpenCodeRequestHandler
-from .observability import RequestLogMiddleware
+from .observability import RequestLogMiddleware, tracing
+from .observability.listener import MetricsListener
+from .observability.metrics import CONTENT_TYPE, Metrics
+from .observability.upstream import UpstreamObserver
 from .push import PushDispatcher
 from .security.input import InputGuardMiddleware
 from .security.limits import RateLimiter, RateLimitMiddleware, TurnGate, TurnLimitMiddleware
@@ -79,6 +82,10 @@ def create_app(settings: Settings) -> FastAPI:
         timeout=settings.opencode_timeout,
     )
     hub = EventHub(client)
+    metrics = Metrics()
+    tracer = tracing.tracer()
+    client.observer = UpstreamObserver(metrics, tracer)
+    metrics.watch_reconnects(lambda: hub.reconnects)
     db_store = DatabaseTaskStore(engine)
     runtime = Runtime(
         settings=settings,
@@ -128,6 +135,8 @@ def create_app(settings: Settings) -> FastAPI:
         directories=directories,
         workspace_mutations=settings.a2a_enable_workspace_mutations,
     )
+    executor.metrics = metrics
+    metrics.refresh_with(_count_pending_asks(metrics, runtime.interrupts))
     card = build_agent_card(settings, registry)
     turns = TurnGate(settings.a2a_max_concurrent_turns_per_principal)
     push = _push(settings, engine)
@@ -140,6 +149,13 @@ def create_app(settings: Settings) -> FastAPI:
         push_allowed_hosts=settings.push_allowed_hosts,
     )
     app_push = push
+    if push is not None:
+        metrics.watch_push(push.stats.as_dict)
+    listener = (
+        MetricsListener(metrics, settings.a2a_host, settings.a2a_metrics_port)
+        if settings.a2a_metrics_port
+        else None
+    )
     registry.push_enabled = push is not None
     sessions.handler = handler
 
@@ -151,6 +167,8 @@ def create_app(settings: Settings) -> FastAPI:
             log.info("database schema migrated to version %s", applied[-1])
         await _start_upstream(runtime)
         await _recover(runtime, handler, own=True)
+        if listener is not None:
+            await listener.start()
         background = [
             asyncio.create_task(_expire_asks(runtime), name="expire-asks"),
             asyncio.create_task(_keep_leases(runtime, handler), name="turn-leases"),
@@ -160,6 +178,8 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             for task in background:
                 task.cancel()
+            if listener is not None:
+                await listener.stop()
             await executor.aclose()
             await handler.aclose()
             if app_push is not None:
@@ -178,13 +198,17 @@ def create_app(settings: Settings) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        **tracing.fastapi_telemetry_off(),
     )
     app.state.runtime = runtime
     app.state.push = push
+    app.state.metrics = metrics
     sse.install()  # SSE frames get ids, for resubscribe with Last-Event-ID
     routes = [
         *create_agent_card_routes(card),
         Route("/health", _health, methods=["GET"]),
+        # On the main port (behind auth) unless A2A_METRICS_PORT serves it apart.
+        Route("/metrics", _metrics_elsewhere if listener else _metrics, methods=["GET"]),
         _jsonrpc_route(handler, registry),
         # The REST routes end with a catch-all /{tenant} mount, so they go last.
         *create_rest_routes(
@@ -206,6 +230,8 @@ def create_app(settings: Settings) -> FastAPI:
         RequestLogMiddleware,
         log_payloads=settings.a2a_log_payloads,
         body_limit=settings.a2a_log_body_limit,
+        metrics=metrics,
+        tracer=tracer,
     )
     return app
 
@@ -298,6 +324,24 @@ def _follow_restart(runtime: Runtime) -> Callable[[str], Awaitable[None]]:
         log.warning("managed OpenCode restarted at %s", base_url)
 
     return on_restart
+
+
+async def _metrics(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(await metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def _metrics_elsewhere(request: Request) -> Response:
+    return JSONResponse({"error": "metrics are served on A2A_METRICS_PORT"}, status_code=404)
+
+
+def _count_pending_asks(
+    metrics: Metrics, interrupts: InterruptService
+) -> Callable[[], Awaitable[None]]:
+    async def refresh() -> None:
+        metrics.pending_asks.set(await interrupts.pending_count())
+
+    return refresh
 
 
 async def _health(request: Request) -> JSONResponse:

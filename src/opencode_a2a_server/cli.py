@@ -81,9 +81,11 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _quiet_sdk_tracing() -> None:
     """The a2a-sdk opens OpenTelemetry spans for every event unless told not to; that
-    costs CPU on every streamed chunk. Keep it off unless tracing is configured."""
-    if not any(os.environ.get(v) for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_EXPORTER")):
-        os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
+    costs CPU on every streamed chunk. Our own tracing (observability.tracing) gives a
+    span per request and per OpenCode call; the SDK's inner spans stay off unless
+    OTEL_INSTRUMENTATION_A2A_SDK_ENABLED=true asks for them too. Runs before a2a is
+    imported, which reads the variable once."""
+    os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -103,11 +105,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.a2a_log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from .observability.logs import configure
+
+    configure(settings.a2a_log_level, settings.a2a_log_format, sys.stderr)
     # Libraries log whole request bodies and URLs at DEBUG; payloads are logged only by
     # our own redacting middleware (A2A_LOG_PAYLOADS), so they stay at INFO or above.
     library_level = max(logging.INFO, logging.getLevelName(settings.a2a_log_level))
@@ -134,6 +134,7 @@ def _run_uvicorn(settings: Settings) -> int:
         host=settings.a2a_host,
         port=settings.a2a_port,
         log_level=settings.a2a_log_level.lower(),
+        log_config=None,  # uvicorn's lines go through our handler and format
         access_log=False,
         timeout_graceful_shutdown=5,
     )

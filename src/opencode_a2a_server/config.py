@@ -6,6 +6,7 @@ README's variable table is generated from nothing but this module; keep them in 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
     a2a_log_level: str = "INFO"
     a2a_log_payloads: bool = False
     a2a_log_body_limit: int = Field(4096, ge=0)
+    a2a_log_format: Literal["text", "json"] = "text"
+    a2a_metrics_port: int | None = Field(None, ge=1, le=65535)
     a2a_max_request_body_bytes: int = Field(1024 * 1024, ge=1024)
     a2a_allow_directory_override: bool = True
     a2a_enable_session_shell: bool = False
@@ -138,6 +141,11 @@ class Settings(BaseSettings):
                 f"is also the token of principal {principal!r} in A2A_CREDENTIALS_FILE; "
                 "give each principal its own token"
             )
+
+    @field_validator("a2a_log_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("a2a_log_level")
     @classmethod

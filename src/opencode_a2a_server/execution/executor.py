@@ -32,6 +32,8 @@ from ..errors import (
     UpstreamHTTPError,
     failure_from_exception,
 )
+from ..observability.metrics import Metrics
+from ..observability.turns import record_turn
 from ..security.input import file_url_inside
 from ..store.bindings import BindingStore
 from ..store.interrupts import Ask
@@ -74,6 +76,8 @@ class Plan:
 
 class OpenCodeExecutor(AgentExecutor):
     """Runs turns, one at a time per OpenCode session, and cancels them on request."""
+
+    metrics: Metrics | None = None  # set by the app: turn counts and durations
 
     def __init__(
         self,
@@ -190,15 +194,7 @@ class OpenCodeExecutor(AgentExecutor):
                 await _quietly(self.persisted(task_id))
             if self.leases is not None:
                 await _quietly(self.leases.release(task_id))
-            log.info(
-                "turn task=%s context=%s session=%s principal=%s state=%s duration_ms=%.0f",
-                turn.stream.task_id,
-                turn.stream.context_id,
-                turn.session_id,
-                owner,
-                TaskState.Name(turn.stream.final_state or 0),
-                (time.monotonic() - started) * 1000,
-            )
+            record_turn(turn, owner, started, self.metrics)
 
     def _bind_behind(
         self, owner: str, context_id: str, directory: str, session_id: str, title: str

@@ -265,6 +265,13 @@ class InterruptService:
     async def pending_for_task(self, task_id: str) -> list[Ask]:
         return [a for a in await self.store.pending(task_id=task_id) if a.status == PENDING]
 
+    async def pending_count(self) -> int:
+        """Asks still waiting for an answer (for the pending-asks metric)."""
+        now = time.time()
+        return sum(
+            1 for a in await self.store.pending() if a.status == PENDING and not a.expired(now)
+        )
+
     async def list_pending(self, owner: str, kind: str) -> list[Ask]:
         now = time.time()
         asks = await self.store.pending(owner=owner, kind=kind)

@@ -122,6 +122,7 @@ class Turn:
         self._pushback: Any = None
         # Called once the turn's OpenCode user message is known (for leases).
         self.on_user_message: Callable[[str], Coroutine[Any, Any, None]] | None = None
+        self.first_text_at: float | None = None  # time.monotonic() of the first text delta
 
     @property
     def session_id(self) -> str:
@@ -536,6 +537,8 @@ class Turn:
     async def _emit_delta(self, block: _Block, delta: str) -> None:
         if not delta:
             return
+        if self.first_text_at is None and block.kind == "text":
+            self.first_text_at = time.monotonic()
         prefix = ""
         if not block.emitted and self._progress.streamed.get(block.kind):
             prefix = TEXT_SEPARATOR

@@ -20,6 +20,7 @@ from ..errors import (
     UpstreamError,
     method_error_from_upstream,
 )
+from ..observability.requests import note_method
 from .registry import CallContext, Registry
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ class JsonRpcRouter:
             return _invalid_request("id must be a string, an integer or null")
         name = payload["method"]
         if self.registry.is_a2a_method(name):
+            note_method(request.scope, name)
             return await self.sdk_endpoint(request)
+        note_method(request.scope, name if self.registry.get(name) else "unknown")
         notification = "id" not in payload
         try:
             result = await self._call(name, payload.get("params"), request)

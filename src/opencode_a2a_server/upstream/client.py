@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from ..errors import UpstreamHTTPError, UpstreamPayloadError, UpstreamUnreachable
+from ..observability.upstream import UpstreamObserver
 
 CONNECT_TIMEOUT = 5.0
 STREAM_HEADERS_TIMEOUT = 5.0
@@ -20,6 +21,9 @@ STREAM_READ_TIMEOUT = 35.0
 
 class OpenCodeClient:
     """Calls `opencode serve` with basic auth; every failure becomes an UpstreamError."""
+
+    # Times, counts and traces each call and forwards the request id (see observability).
+    observer = UpstreamObserver()
 
     def __init__(
         self,
@@ -89,24 +93,26 @@ class OpenCodeClient:
         query = dict(params or {})
         if directory is not None:
             query["directory"] = directory
-        try:
-            response = await self._http.request(
-                method,
-                self.base_url + path,
-                params=query,
-                json=json_body,
-                timeout=timeout,  # type: ignore[arg-type]
-            )
-        except httpx.TimeoutException as exc:
-            raise UpstreamUnreachable(
-                f"OpenCode did not answer {method} {path} in time ({type(exc).__name__})"
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnreachable(
-                f"OpenCode is unreachable at {self.base_url} ({type(exc).__name__}: {exc})"
-            ) from exc
-        if response.status_code >= 400:
-            raise UpstreamHTTPError(response.status_code, _error_message(response))
+        with self.observer.call(method, path) as headers:
+            try:
+                response = await self._http.request(
+                    method,
+                    self.base_url + path,
+                    params=query,
+                    json=json_body,
+                    headers=headers,
+                    timeout=timeout,  # type: ignore[arg-type]
+                )
+            except httpx.TimeoutException as exc:
+                raise UpstreamUnreachable(
+                    f"OpenCode did not answer {method} {path} in time ({type(exc).__name__})"
+                ) from exc
+            except httpx.TransportError as exc:
+                raise UpstreamUnreachable(
+                    f"OpenCode is unreachable at {self.base_url} ({type(exc).__name__}: {exc})"
+                ) from exc
+            if response.status_code >= 400:
+                raise UpstreamHTTPError(response.status_code, _error_message(response))
         return response
 
     @asynccontextmanager
