@@ -32,6 +32,7 @@ from ..errors import (
     failure_from_exception,
 )
 from ..security.input import file_url_inside
+from ..shutdown import stop_turn
 from ..store.bindings import BindingStore
 from ..store.interrupts import Ask
 from ..store.leases import Lease, LeaseStore
@@ -95,6 +96,7 @@ class OpenCodeExecutor(AgentExecutor):
         self._turns: dict[str, Turn] = {}
         self._resuming: dict[str, Lease] = {}
         self._runners: set[asyncio.Task[None]] = set()
+        self.handed_off: set[str] = set()  # turns left to the next process at shutdown
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -144,7 +146,15 @@ class OpenCodeExecutor(AgentExecutor):
         if turn is not None:
             await turn.cancel()
 
-    async def aclose(self) -> None:
+    def running(self) -> int:
+        """Turns working now (not waiting for input, not ended)."""
+        return sum(1 for turn in self._turns.values() if not turn.done and not turn.paused)
+
+    async def aclose(self, *, upstream_continues: bool = True) -> None:
+        """Stop driving turns (shutdown); see shutdown.py for what happens to each."""
+        for task_id, turn in list(self._turns.items()):
+            if not turn.done:
+                await _quietly(stop_turn(self, turn, task_id, upstream_continues))
         for runner in list(self._runners):
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
@@ -175,7 +185,9 @@ class OpenCodeExecutor(AgentExecutor):
         finally:
             self._turns.pop(task_id, None)
             self.event_log.finish(task_id)
-            if self.leases is not None:
+            if self.leases is not None and task_id in self.handed_off:
+                await _quietly(self.leases.hand_off(task_id))
+            elif self.leases is not None:
                 await _quietly(self.leases.release(task_id))
             log.info(
                 "turn task=%s context=%s session=%s principal=%s state=%s duration_ms=%.0f",
