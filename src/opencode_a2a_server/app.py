@@ -41,6 +41,7 @@ from .observability.upstream import UpstreamObserver
 from .push import PushDispatcher
 from .security.input import InputGuardMiddleware
 from .security.limits import RateLimiter, RateLimitMiddleware, TurnGate, TurnLimitMiddleware
+from .shutdown import Drain, DrainMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
 from .store.interrupts import InterruptStore
@@ -156,6 +157,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.a2a_metrics_port
         else None
     )
+    drain = Drain(settings.a2a_shutdown_grace_seconds)
     registry.push_enabled = push is not None
     sessions.handler = handler
 
@@ -173,14 +175,33 @@ def create_app(settings: Settings) -> FastAPI:
             asyncio.create_task(_expire_asks(runtime), name="expire-asks"),
             asyncio.create_task(_keep_leases(runtime, handler), name="turn-leases"),
         ]
+        upstream_continues = runtime.managed is None
+
+        def settling() -> int:
+            return handler.requests_in_flight() + (app_push.pending if app_push else 0)
+
+        async def stop_turns() -> None:
+            for task in background:
+                task.cancel()  # lease upkeep would take the handed-off leases back
+            await executor.aclose(upstream_continues=upstream_continues)
+            await drain.settle(settling)
+            drain.stopped = True
+            await handler.aclose()  # ends the streams that follow a task, cleanly
+
+        drain.attach()
+        supervisor = asyncio.create_task(
+            drain.supervise(executor.running, lambda: executor.running() + settling(), stop_turns),
+            name="drain",
+        )
         try:
             yield
         finally:
+            supervisor.cancel()
             for task in background:
                 task.cancel()
             if listener is not None:
                 await listener.stop()
-            await executor.aclose()
+            await executor.aclose(upstream_continues=upstream_continues)
             await handler.aclose()
             if app_push is not None:
                 await app_push.aclose()
@@ -203,6 +224,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.runtime = runtime
     app.state.push = push
     app.state.metrics = metrics
+    app.state.drain = drain
     sse.install()  # SSE frames get ids, for resubscribe with Last-Event-ID
     routes = [
         *create_agent_card_routes(card),
@@ -216,10 +238,12 @@ def create_app(settings: Settings) -> FastAPI:
         ),
     ]
     app.router.routes.extend(routes)
-    # Outermost last: log -> auth -> rate limit -> body limit -> input guard -> turn cap.
+    # Outermost last: log -> auth -> rate limit -> body limit -> drain -> input guard ->
+    # turn cap.
     if turns.enabled:
         app.add_middleware(TurnLimitMiddleware, gate=turns)
     app.add_middleware(InputGuardMiddleware, workspace_root=settings.workspace_root)
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.a2a_max_request_body_bytes)
     if settings.a2a_rate_limit_per_minute:
         app.add_middleware(
@@ -356,11 +380,12 @@ async def _health(request: Request) -> JSONResponse:
     if runtime.managed is not None:
         upstream["managed_pid"] = runtime.managed.pid
     ok = bool(upstream.get("healthy")) and runtime.hub.connected
+    draining = request.app.state.drain.draining
     body: dict[str, object] = {
-        "status": "ok" if ok else "degraded",
+        "status": "draining" if draining else "ok" if ok else "degraded",
         "adapter": {"name": "opencode-a2a-server", "version": __version__},
         "upstream": upstream,
     }
     if request.app.state.push is not None:
         body["push"] = request.app.state.push.stats.as_dict()
-    return JSONResponse(body, status_code=200 if ok else 503)
+    return JSONResponse(body, status_code=200 if ok and not draining else 503)

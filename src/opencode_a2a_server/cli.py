@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from . import __version__
 from .config import Settings, SettingsError, load_settings
@@ -136,11 +137,41 @@ def _run_uvicorn(settings: Settings) -> int:
         log_level=settings.a2a_log_level.lower(),
         log_config=None,  # uvicorn's lines go through our handler and format
         access_log=False,
+        # Counts only once the drain is over (see shutdown.py): closing connections.
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = _draining_server_class()(config, app.state.drain)
     server.run()
     return 0 if server.started else 1
+
+
+def _draining_server_class() -> type:
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """uvicorn, with SIGTERM/SIGINT handed to the app's drain (shutdown.py) first.
+
+        uvicorn's own shutdown (stop listening, close connections, lifespan) starts
+        only when the drain asks for it; a signal during that shutdown forces it.
+        """
+
+        def __init__(self, config: uvicorn.Config, drain: Any) -> None:
+            super().__init__(config)
+            self.drain = drain
+            drain.exit_server = self._exit
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            elif not self.drain.request():
+                super().handle_exit(sig, frame)
+
+        def _exit(self, forced: bool) -> None:
+            # Even after a second signal the rest is quick: the turns are stopped and
+            # the streams ended, so connections close and the lifespan cleans up.
+            self.should_exit = True
+
+    return DrainingServer
 
 
 class _IntermixedParser(argparse.ArgumentParser):

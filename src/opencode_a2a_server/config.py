@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     a2a_interrupt_request_ttl_seconds: float = Field(10800.0, gt=0)
     a2a_interrupt_tombstone_ttl_seconds: float = Field(600.0, ge=0)
     a2a_replica_id: str = ""
+    a2a_shutdown_grace_seconds: float = Field(30.0, ge=0)
     a2a_push_notifications: bool = False
     a2a_push_allowed_hosts: str = ""
     a2a_push_signing_key: SecretStr | None = None

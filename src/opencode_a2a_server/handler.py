@@ -124,6 +124,12 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         self.executor = agent_executor
         self.push_allowed_hosts = push_allowed_hosts
 
+    def requests_in_flight(self) -> int:
+        """Requests the SDK is still working through: a turn's run up to its last event
+        stored (the SDK holds a task's request lock until then)."""
+        tasks = list(self._active_task_registry._active_tasks.values())
+        return sum(1 for task in tasks if task._request_lock.locked())
+
     async def _reject_unsafe_push_url(self, url: str) -> None:
         """Screen a webhook URL when a push config is created (clear -32602 if refused)."""
         try:

@@ -105,6 +105,11 @@ class PushDispatcher(PushNotificationSender):
         self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._tasks: dict[str, _TaskQueue] = {}
 
+    @property
+    def pending(self) -> int:
+        """Tasks whose status changes are still being delivered."""
+        return sum(1 for q in self._tasks.values() if q.worker is not None and not q.worker.done())
+
     async def send_notification(self, task_id: str, event: Any) -> None:
         """Queue a status change for delivery and return at once."""
         if not isinstance(event, TaskStatusUpdateEvent):

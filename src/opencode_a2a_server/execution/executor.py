@@ -35,6 +35,7 @@ from ..errors import (
 from ..observability.metrics import Metrics
 from ..observability.turns import record_turn
 from ..security.input import file_url_inside
+from ..shutdown import stop_turn
 from ..store.bindings import BindingStore
 from ..store.interrupts import Ask
 from ..store.leases import Lease, LeaseStore
@@ -103,6 +104,7 @@ class OpenCodeExecutor(AgentExecutor):
         self._turns: dict[str, Turn] = {}
         self._resuming: dict[str, Lease] = {}
         self._runners: set[asyncio.Task[None]] = set()
+        self.handed_off: set[str] = set()  # turns left to the next process at shutdown
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -153,7 +155,15 @@ class OpenCodeExecutor(AgentExecutor):
         if turn is not None:
             await turn.cancel()
 
-    async def aclose(self) -> None:
+    def running(self) -> int:
+        """Turns working now (not waiting for input, not ended)."""
+        return sum(1 for turn in self._turns.values() if not turn.done and not turn.paused)
+
+    async def aclose(self, *, upstream_continues: bool = True) -> None:
+        """Stop driving turns (shutdown); see shutdown.py for what happens to each."""
+        for task_id, turn in list(self._turns.items()):
+            if not turn.done:
+                await _quietly(stop_turn(self, turn, task_id, upstream_continues))
         for runner in list(self._runners):
             runner.cancel()
         await asyncio.gather(*self._runners, return_exceptions=True)
@@ -190,9 +200,11 @@ class OpenCodeExecutor(AgentExecutor):
             await self._binding_written(owner, turn.stream.context_id, turn.request.directory)
             if taken is not None:
                 await _quietly(taken)
-            if self.persisted is not None:
-                await _quietly(self.persisted(task_id))
-            if self.leases is not None:
+            if self.leases is not None and task_id in self.handed_off:
+                await _quietly(self.leases.hand_off(task_id))
+            elif self.leases is not None:
+                if self.persisted is not None:
+                    await _quietly(self.persisted(task_id))
                 await _quietly(self.leases.release(task_id))
             record_turn(turn, owner, started, self.metrics)
 

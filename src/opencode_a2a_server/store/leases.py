@@ -69,6 +69,21 @@ class LeaseStore:
         async with self._engine.begin() as conn:
             await conn.execute(delete(turn_leases).where(turn_leases.c.task_id == task_id))
 
+    async def hand_off(self, task_id: str) -> None:
+        """Leave a turn this process stops driving to the next one (shutdown).
+
+        The heartbeat goes to 0, so the lease reads as stale at once: a restarted
+        process, or any other replica at its next lease check, adopts it without
+        waiting for the stale timeout. The replica name changes too, so this process's
+        own heartbeat no longer refreshes it.
+        """
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(turn_leases)
+                .where(turn_leases.c.task_id == task_id, turn_leases.c.replica == self.replica)
+                .values(heartbeat=0.0, replica=f"handed-off:{self.replica}")
+            )
+
     async def holder(self, task_id: str) -> Lease | None:
         """The lease on a task's turn, if any process holds one."""
         query = select(turn_leases).where(turn_leases.c.task_id == task_id)
