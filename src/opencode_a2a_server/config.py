@@ -6,6 +6,7 @@ README's variable table is generated from nothing but this module; keep them in 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -40,6 +41,8 @@ class Settings(BaseSettings):
     a2a_host: str = "127.0.0.1"
     a2a_port: int = Field(8000, ge=0, le=65535)
     a2a_public_url: AnyHttpUrl | None = None
+    a2a_grpc_port: int | None = Field(None, ge=1, le=65535)
+    a2a_grpc_public_url: AnyHttpUrl | None = None
     a2a_log_level: str = "INFO"
     a2a_log_payloads: bool = False
     a2a_log_body_limit: int = Field(4096, ge=0)
@@ -139,6 +142,13 @@ class Settings(BaseSettings):
                 "give each principal its own token"
             )
 
+    @field_validator("a2a_grpc_port")
+    @classmethod
+    def _grpc_port_free(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value == info.data.get("a2a_port"):
+            raise ValueError("must differ from A2A_PORT (gRPC has its own listener)")
+        return value
+
     @field_validator("a2a_log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -205,6 +215,22 @@ class Settings(BaseSettings):
             return str(self.a2a_public_url).rstrip("/")
         host = self.a2a_host if self.a2a_host not in {"0.0.0.0", "::", ""} else "127.0.0.1"
         return f"http://{host}:{self.a2a_port}"
+
+    @property
+    def grpc_public_url(self) -> str | None:
+        """Where clients reach the gRPC listener (None when A2A_GRPC_PORT is unset).
+
+        A2A_GRPC_PUBLIC_URL, else the host of the public URL with the gRPC port; always
+        `http://` by default, because the listener itself speaks plaintext gRPC.
+        """
+        if self.a2a_grpc_port is None:
+            return None
+        if self.a2a_grpc_public_url is not None:
+            return str(self.a2a_grpc_public_url).rstrip("/")
+        host = urlsplit(self.public_url).hostname or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.a2a_grpc_port}"
 
     @property
     def default_model(self) -> dict[str, str] | None:
