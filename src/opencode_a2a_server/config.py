@@ -149,6 +149,15 @@ class Settings(BaseSettings):
             raise ValueError("must differ from A2A_PORT (gRPC has its own listener)")
         return value
 
+    @field_validator("a2a_grpc_public_url")
+    @classmethod
+    def _grpc_url_needs_port(
+        cls, value: AnyHttpUrl | None, info: ValidationInfo
+    ) -> AnyHttpUrl | None:
+        if value is not None and info.data.get("a2a_grpc_port", 0) is None:
+            raise ValueError("is set but A2A_GRPC_PORT is not (set both to serve gRPC)")
+        return value
+
     @field_validator("a2a_log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:

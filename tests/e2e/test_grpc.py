@@ -8,6 +8,7 @@ answered in-band, resubscribe) run over gRPC through the `COMBOS` parametrizatio
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import httpx
+import jwt
 import pytest
 from a2a.compat.v0_3 import a2a_v0_3_pb2 as v03
 from a2a.compat.v0_3 import a2a_v0_3_pb2_grpc as v03_grpc
@@ -35,13 +37,15 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.grpc_status import status_from_call
+from cryptography.hazmat.primitives.asymmetric import rsa
 from google.rpc import error_details_pb2
+from jwt.algorithms import RSAAlgorithm
 
 from opencode_a2a_server.testing.stack import AdapterProcess, free_port
 from opencode_a2a_server.upstream.process import ManagedOpenCode
 
 from .conftest import adapter_env
-from .test_security import ALICE, BOB, CAROL, Caller, start_adapter
+from .test_security import ALICE, BOB, CAROL, Caller, JwksServer, start_adapter
 
 pytestmark = pytest.mark.e2e
 
@@ -422,3 +426,49 @@ async def test_shutdown_ends_open_grpc_streams(
         assert "Traceback" not in log
     finally:
         adapter.stop()
+
+
+async def test_jwt_callers_over_grpc(
+    opencode: ManagedOpenCode, workspace: Path, tmp_path: Path
+) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks = JwksServer(json.loads(RSAAlgorithm.to_jwk(key.public_key())) | {"kid": "k1"})
+    issuer = "https://id.example.test/"
+
+    def token(**claims: Any) -> str:
+        body = {"iss": issuer, "aud": "opencode", "sub": "erin", "exp": int(time.time()) + 300}
+        return jwt.encode(body | claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+    adapter = start_adapter(
+        opencode,
+        workspace,
+        tmp_path,
+        A2A_GRPC_PORT=str(free_port()),
+        A2A_JWT_ISSUER=issuer,
+        A2A_JWT_AUDIENCE="opencode",
+        A2A_JWT_JWKS_URL=jwks.url,
+    )
+    try:
+        async with grpc.aio.insecure_channel(target(adapter)) as opened:
+            stub = a2a_pb2_grpc.A2AServiceStub(opened)
+            sent = await stub.SendMessage(
+                SendMessageRequest(message=message("hello as erin")), metadata=bearer(token())
+            )
+            assert sent.task.status.state == TaskState.TASK_STATE_COMPLETED
+            got = await stub.GetTask(GetTaskRequest(id=sent.task.id), metadata=bearer(token()))
+            assert got.id == sent.task.id
+            error = await failure(
+                stub.GetTask(GetTaskRequest(id=sent.task.id), metadata=bearer(ALICE))
+            )
+            assert error.code() == grpc.StatusCode.NOT_FOUND
+            error = await failure(
+                stub.ListTasks(
+                    ListTasksRequest(), metadata=bearer(token(exp=int(time.time()) - 600))
+                )
+            )
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "expired" in (error.details() or "")
+        assert "principal=erin" in adapter.log_path.read_text(errors="replace")
+    finally:
+        adapter.stop()
+        jwks.stop()

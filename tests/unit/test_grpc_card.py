@@ -73,18 +73,20 @@ def test_grpc_public_url_overrides(monkeypatch):
     assert {url for url, _ in grpc_of(found)} == {"https://grpc.example.com:8443"}
 
 
-def test_grpc_public_url_alone_lists_nothing(monkeypatch):
-    found = interfaces(monkeypatch, A2A_GRPC_PUBLIC_URL="https://grpc.example.com:8443/")
-    assert grpc_of(found) == []
-
-
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"A2A_GRPC_PORT": "8000"}, "A2A_GRPC_PORT is invalid: must differ from A2A_PORT"),
         ({"A2A_GRPC_PORT": "0"}, "A2A_GRPC_PORT is invalid"),
         ({"A2A_GRPC_PORT": "70000"}, "A2A_GRPC_PORT is invalid"),
-        ({"A2A_GRPC_PUBLIC_URL": "grpc.example.com:443"}, "A2A_GRPC_PUBLIC_URL is invalid"),
+        (
+            {"A2A_GRPC_PORT": "50051", "A2A_GRPC_PUBLIC_URL": "grpc.example.com:443"},
+            "A2A_GRPC_PUBLIC_URL is invalid",
+        ),
+        (
+            {"A2A_GRPC_PUBLIC_URL": "https://grpc.example.com:8443/"},
+            "A2A_GRPC_PUBLIC_URL is invalid: is set but A2A_GRPC_PORT is not",
+        ),
     ],
 )
 def test_bad_grpc_settings_name_the_variable(monkeypatch, env, message):
