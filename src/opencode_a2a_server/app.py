@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from a2a.server.routes import (
     create_agent_card_routes,
@@ -51,6 +52,9 @@ from .store.tasks import WriteBehindTaskStore
 from .upstream.client import OpenCodeClient
 from .upstream.events import EventHub
 from .upstream.process import ManagedOpenCode, find_opencode_binary
+
+if TYPE_CHECKING:
+    from .grpc_server import GrpcListener
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +164,12 @@ def create_app(settings: Settings) -> FastAPI:
     drain = Drain(settings.a2a_shutdown_grace_seconds)
     registry.push_enabled = push is not None
     sessions.handler = handler
+    authenticator = Authenticator.from_settings(settings)
+    limiter = RateLimiter(rate) if (rate := settings.a2a_rate_limit_per_minute) else None
+    grpc_listener = _grpc_listener(settings, handler, authenticator, limiter, turns)
+    if grpc_listener is not None:
+        grpc_listener.guard.drain = drain
+        grpc_listener.guard.metrics = metrics
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -194,9 +204,13 @@ def create_app(settings: Settings) -> FastAPI:
             name="drain",
         )
         try:
+            if grpc_listener is not None:
+                await grpc_listener.start()
             yield
         finally:
             supervisor.cancel()
+            if grpc_listener is not None:
+                await grpc_listener.stop(SSE_SHUTDOWN_GRACE)
             for task in background:
                 task.cancel()
             if listener is not None:
@@ -245,11 +259,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(InputGuardMiddleware, workspace_root=settings.workspace_root)
     app.add_middleware(DrainMiddleware, drain=drain)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.a2a_max_request_body_bytes)
-    if settings.a2a_rate_limit_per_minute:
-        app.add_middleware(
-            RateLimitMiddleware, limiter=RateLimiter(settings.a2a_rate_limit_per_minute)
-        )
-    app.add_middleware(BearerAuthMiddleware, authenticator=Authenticator.from_settings(settings))
+    if limiter is not None:
+        app.add_middleware(RateLimitMiddleware, limiter=limiter)
+    app.add_middleware(BearerAuthMiddleware, authenticator=authenticator)
     app.add_middleware(
         RequestLogMiddleware,
         log_payloads=settings.a2a_log_payloads,
@@ -270,6 +282,21 @@ def _push(settings: Settings, engine: AsyncEngine) -> PushDispatcher | None:
         signing_key=key.get_secret_value() if key else None,
         allowed_hosts=settings.push_allowed_hosts,
     )
+
+
+def _grpc_listener(
+    settings: Settings,
+    handler: OpenCodeRequestHandler,
+    authenticator: Authenticator,
+    limiter: RateLimiter | None,
+    turns: TurnGate,
+) -> GrpcListener | None:
+    """The gRPC listener when A2A_GRPC_PORT is set (the module needs the grpc extra)."""
+    if settings.a2a_grpc_port is None:
+        return None
+    from .grpc_server import GrpcListener
+
+    return GrpcListener(settings, handler, authenticator=authenticator, limiter=limiter, gate=turns)
 
 
 def _jsonrpc_route(handler: OpenCodeRequestHandler, registry: Registry) -> Route:

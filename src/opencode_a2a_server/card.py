@@ -34,7 +34,8 @@ STREAM_HINTS_URI = "urn:opencode-a2a:extension:stream-hints:v1"
 
 
 def build_agent_card(settings: Settings, registry: Registry) -> AgentCard:
-    """Build the public card from settings (interfaces use A2A_PUBLIC_URL)."""
+    """Build the public card from settings (interfaces use A2A_PUBLIC_URL; the gRPC
+    ones, listed only when A2A_GRPC_PORT is set, use `Settings.grpc_public_url`)."""
     base = settings.public_url
     interfaces = []
     for version in PROTOCOL_VERSIONS:
@@ -43,6 +44,12 @@ def build_agent_card(settings: Settings, registry: Registry) -> AgentCard:
         )
         interfaces.append(
             AgentInterface(url=base, protocol_binding="HTTP+JSON", protocol_version=version)
+        )
+    grpc_url = settings.grpc_public_url  # only when A2A_GRPC_PORT is set
+    if grpc_url is not None:
+        interfaces.extend(
+            AgentInterface(url=grpc_url, protocol_binding="GRPC", protocol_version=version)
+            for version in PROTOCOL_VERSIONS
         )
     schemes = security_schemes(settings)
     return AgentCard(

@@ -123,11 +123,12 @@ def _run_uvicorn(settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
+    from .errors import StartupError
     from .upstream.process import ManagedOpenCodeError
 
     try:
         app = create_app(settings)
-    except ManagedOpenCodeError as exc:
+    except (ManagedOpenCodeError, StartupError) as exc:
         print(f"opencode-a2a-server: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     config = uvicorn.Config(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     a2a_host: str = "127.0.0.1"
     a2a_port: int = Field(8000, ge=0, le=65535)
     a2a_public_url: AnyHttpUrl | None = None
+    a2a_grpc_port: int | None = Field(None, ge=1, le=65535)
+    a2a_grpc_public_url: AnyHttpUrl | None = None
     a2a_log_level: str = "INFO"
     a2a_log_payloads: bool = False
     a2a_log_body_limit: int = Field(4096, ge=0)
@@ -148,6 +151,22 @@ class Settings(BaseSettings):
     def _format_name(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("a2a_grpc_port")
+    @classmethod
+    def _grpc_port_free(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value == info.data.get("a2a_port"):
+            raise ValueError("must differ from A2A_PORT (gRPC has its own listener)")
+        return value
+
+    @field_validator("a2a_grpc_public_url")
+    @classmethod
+    def _grpc_url_needs_port(
+        cls, value: AnyHttpUrl | None, info: ValidationInfo
+    ) -> AnyHttpUrl | None:
+        if value is not None and info.data.get("a2a_grpc_port", 0) is None:
+            raise ValueError("is set but A2A_GRPC_PORT is not (set both to serve gRPC)")
+        return value
+
     @field_validator("a2a_log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -214,6 +233,22 @@ class Settings(BaseSettings):
             return str(self.a2a_public_url).rstrip("/")
         host = self.a2a_host if self.a2a_host not in {"0.0.0.0", "::", ""} else "127.0.0.1"
         return f"http://{host}:{self.a2a_port}"
+
+    @property
+    def grpc_public_url(self) -> str | None:
+        """Where clients reach the gRPC listener (None when A2A_GRPC_PORT is unset).
+
+        A2A_GRPC_PUBLIC_URL, else the host of the public URL with the gRPC port; always
+        `http://` by default, because the listener itself speaks plaintext gRPC.
+        """
+        if self.a2a_grpc_port is None:
+            return None
+        if self.a2a_grpc_public_url is not None:
+            return str(self.a2a_grpc_public_url).rstrip("/")
+        host = urlsplit(self.public_url).hostname or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.a2a_grpc_port}"
 
     @property
     def default_model(self) -> dict[str, str] | None:

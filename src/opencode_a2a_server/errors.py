@@ -11,6 +11,10 @@ from typing import Any
 from a2a.types.a2a_pb2 import TaskState
 
 
+class StartupError(RuntimeError):
+    """The service cannot start as configured; the message says why, in one line."""
+
+
 class AdapterError(Exception):
     """Base class of every error this package raises on purpose."""
 

@@ -208,11 +208,14 @@ class DrainMiddleware:
         await self.app(scope, receive, send)
 
 
+SHUTTING_DOWN_MESSAGE = (
+    "The server is shutting down and takes no new turns; retry in a few seconds, "
+    "on another replica or after the restart."
+)
+
+
 async def _refuse(send: Send, request: dict[str, Any] | None, *, rpc: bool) -> None:
-    message = (
-        "The server is shutting down and takes no new turns; retry in a few seconds, "
-        "on another replica or after the restart."
-    )
+    message = SHUTTING_DOWN_MESSAGE
     headers = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
     data = {"type": "SHUTTING_DOWN", "retry_after_seconds": RETRY_AFTER_SECONDS}
     if rpc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import grpc
+import grpc.aio
 import httpx
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.client.client import Client
@@ -29,7 +31,49 @@ COMBOS = [
     ("1.0", "HTTP+JSON"),
     ("0.3", "JSONRPC"),
     ("0.3", "HTTP+JSON"),
+    ("1.0", "GRPC"),
+    ("0.3", "GRPC"),
 ]
+
+
+def _with_bearer(details: grpc.aio.ClientCallDetails, token: str) -> grpc.aio.ClientCallDetails:
+    metadata = [(k, v) for k, v in (details.metadata or ()) if k.lower() != "authorization"]
+    metadata.append(("authorization", f"Bearer {token}"))
+    return grpc.aio.ClientCallDetails(
+        details.method,
+        details.timeout,
+        grpc.aio.Metadata(*metadata),
+        details.credentials,
+        details.wait_for_ready,
+    )
+
+
+# grpc.aio files an interceptor under its first matching kind only: one class per kind.
+class BearerUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return await continuation(_with_bearer(details, self.token), request)
+
+
+class BearerStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return await continuation(_with_bearer(details, self.token), request)
+
+
+def grpc_target(url: str) -> str:
+    """`host:port` of a card's gRPC interface URL (`http://host:port`)."""
+    return url.split("://", 1)[-1].rstrip("/")
+
+
+def grpc_channel(url: str, token: str | None) -> grpc.aio.Channel:
+    """A plaintext channel that sends `token` as bearer metadata (none when None)."""
+    interceptors: list[Any] = [BearerUnary(token), BearerStream(token)] if token else []
+    return grpc.aio.insecure_channel(grpc_target(url), interceptors=interceptors)
 
 
 class A2AHarness:
@@ -76,6 +120,7 @@ class A2AHarness:
             streaming=streaming,
             httpx_client=self.http(),
             supported_protocol_bindings=[binding],
+            grpc_channel_factory=lambda url: grpc_channel(url, self.token),
         )
         client = ClientFactory(config).create(card)
         self._clients.append(client)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from opencode_a2a_server.testing.scripted_model import ScriptedModelServer
-from opencode_a2a_server.testing.stack import AdapterProcess, start_opencode
+from opencode_a2a_server.testing.stack import AdapterProcess, free_port, start_opencode
 from opencode_a2a_server.upstream.process import ManagedOpenCode
 
 from .a2a import A2AHarness
@@ -93,6 +93,7 @@ def adapter(
     opencode: ManagedOpenCode, workspace: Path, stack_root: Path
 ) -> Iterator[AdapterProcess]:
     env = adapter_env(opencode, workspace, stack_root / "adapter.db")
+    env["A2A_GRPC_PORT"] = str(free_port())  # every transport, gRPC included
     process = AdapterProcess(env, log_path=stack_root / "adapter.log", cwd=stack_root)
     process.start()
     yield process

@@ -48,8 +48,11 @@ async def test_agent_card_is_public_and_lists_every_interface(adapter: AdapterPr
         ("HTTP+JSON", "1.0"),
         ("JSONRPC", "0.3"),
         ("HTTP+JSON", "0.3"),
+        ("GRPC", "1.0"),  # the shared adapter runs with A2A_GRPC_PORT
+        ("GRPC", "0.3"),
     }
-    assert all(i["url"].startswith(adapter.url) for i in card["supportedInterfaces"])
+    http_urls = [i["url"] for i in card["supportedInterfaces"] if i["protocolBinding"] != "GRPC"]
+    assert all(url.startswith(adapter.url) for url in http_urls)
     assert card["securitySchemes"]["bearerAuth"]["httpAuthSecurityScheme"]["scheme"] == "bearer"
     assert card["capabilities"]["streaming"] is True
     assert not card["capabilities"].get("pushNotifications")

@@ -76,7 +76,10 @@ async def wait_state(a2a: A2AHarness, task_id: str, state: int, timeout: float =
     raise AssertionError(f"task never reached {TaskState.Name(state)}")
 
 
-@pytest.mark.parametrize(("version", "binding"), [("1.0", "JSONRPC"), ("0.3", "HTTP+JSON")])
+@pytest.mark.parametrize(
+    ("version", "binding"),
+    [("1.0", "JSONRPC"), ("0.3", "HTTP+JSON"), ("1.0", "GRPC"), ("0.3", "GRPC")],
+)
 async def test_permission_approved_once_in_band(
     a2a: A2AHarness, version: str, binding: str
 ) -> None:

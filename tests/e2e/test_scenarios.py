@@ -114,7 +114,7 @@ async def test_malformed_model_override_is_refused(a2a: A2AHarness) -> None:
         await a2a.send("hi", metadata={"shared": {"model": {"providerID": "fake"}}})
 
 
-@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON", "GRPC"])
 @pytest.mark.parametrize("directory", ["/etc", "../..", "escape", "sub/../../.."])
 async def test_directory_outside_workspace_is_refused(
     a2a: A2AHarness, binding: str, directory: str
@@ -151,7 +151,10 @@ async def test_file_part_bytes_reach_opencode(
     assert base64.b64encode(marker.encode()).decode()[:8]  # the bytes went as a data: URL
 
 
-@pytest.mark.parametrize(("version", "binding"), [("1.0", "JSONRPC"), ("0.3", "HTTP+JSON")])
+@pytest.mark.parametrize(
+    ("version", "binding"),
+    [("1.0", "JSONRPC"), ("0.3", "HTTP+JSON"), ("1.0", "GRPC"), ("0.3", "GRPC")],
+)
 async def test_cancel_mid_stream(a2a: A2AHarness, version: str, binding: str) -> None:
     client = await a2a.client(version, binding)
     request = build_request("[[slow:40:0.1]] long story")

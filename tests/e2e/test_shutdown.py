@@ -9,9 +9,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
+import grpc.aio
 import httpx
 import pytest
-from a2a.types.a2a_pb2 import StreamResponse, SubscribeToTaskRequest, TaskState
+from a2a.types import a2a_pb2_grpc
+from a2a.types.a2a_pb2 import (
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    TaskState,
+)
 
 from opencode_a2a_server.testing.stack import (
     AdapterProcess,
@@ -151,6 +162,7 @@ async def test_new_turn_during_the_drain_is_refused_and_a_second_signal_forces_e
     tmp_path: Path, workspace: Path, opencode: ManagedOpenCode
 ) -> None:
     env = make_env(opencode, workspace, tmp_path, grace=60)
+    env["A2A_GRPC_PORT"] = str(free_port())
     first = AdapterProcess(env, log_path=tmp_path / "1.log", cwd=tmp_path).start()
     harness = A2AHarness(first.url, first.token)
     headers = {"Authorization": f"Bearer {first.token}", "A2A-Version": "1.0"}
@@ -193,6 +205,24 @@ async def test_new_turn_during_the_drain_is_refused_and_a_second_signal_forces_e
             rest = await http.post("/message:send", json={"message": message})
             assert rest.status_code == 503
             assert rest.json()["error"]["details"][0]["reason"] == "SHUTTING_DOWN"
+
+            # gRPC refuses the same way: UNAVAILABLE with a retry-after trailer.
+            target = f"127.0.0.1:{env['A2A_GRPC_PORT']}"
+            async with grpc.aio.insecure_channel(target) as channel:
+                stub = a2a_pb2_grpc.A2AServiceStub(channel)
+                request = SendMessageRequest(
+                    message=Message(
+                        message_id="m-grpc", role=Role.ROLE_USER, parts=[Part(text="hi")]
+                    )
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.SendMessage(
+                        request, metadata=(("authorization", f"Bearer {first.token}"),)
+                    )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (refused.value.details() or "")
+            trailers = dict(refused.value.trailing_metadata() or ())
+            assert trailers.get("retry-after") == "5"
             assert time.monotonic() - started < 5  # refused at once, not queued
 
             # The running turn is untouched meanwhile: it can still be read.

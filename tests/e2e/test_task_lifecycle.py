@@ -81,7 +81,10 @@ async def test_invalid_json_over_rest_is_400(http: httpx.AsyncClient) -> None:
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize(("version", "binding"), [("1.0", "JSONRPC"), ("0.3", "HTTP+JSON")])
+@pytest.mark.parametrize(
+    ("version", "binding"),
+    [("1.0", "JSONRPC"), ("0.3", "HTTP+JSON"), ("1.0", "GRPC"), ("0.3", "GRPC")],
+)
 async def test_resubscribe_to_a_finished_task_returns_its_snapshot(
     a2a: A2AHarness, version: str, binding: str
 ) -> None:

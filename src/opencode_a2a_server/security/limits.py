@@ -12,6 +12,7 @@
 The gate learns task states from the task store the request handler writes through
 (`TurnGate.track`), and holds a reservation from the moment a request passes until its
 task appears, so a burst of simultaneous requests cannot slip past the cap.
+The gRPC listener (grpc_server.py) uses the same limiter and gate.
 """
 
 from __future__ import annotations
@@ -54,6 +55,21 @@ _WAITING = frozenset({TaskState.TASK_STATE_INPUT_REQUIRED})
 
 
 # -- request rate ---------------------------------------------------------------------
+
+
+def rate_limited_message(per_minute: int, retry_after: int) -> str:
+    return (
+        f"Too many requests: at most {per_minute} per minute per caller "
+        f"(A2A_RATE_LIMIT_PER_MINUTE); retry in {retry_after} s."
+    )
+
+
+def too_many_turns_message(cap: int, retry_after: int) -> str:
+    return (
+        f"Too many active turns: this caller already has {cap} running "
+        f"(A2A_MAX_CONCURRENT_TURNS_PER_PRINCIPAL); wait for one to finish or cancel it, "
+        f"then retry in about {retry_after} s."
+    )
 
 
 class RateLimiter:
@@ -111,10 +127,7 @@ class RateLimitMiddleware:
             send,
             429,
             {
-                "error": (
-                    f"Too many requests: at most {per_minute} per minute per caller "
-                    f"(A2A_RATE_LIMIT_PER_MINUTE); retry in {retry_after} s."
-                ),
+                "error": rate_limited_message(per_minute, retry_after),
                 "type": "RATE_LIMITED",
                 "retry_after_seconds": retry_after,
             },
@@ -267,11 +280,7 @@ class TurnLimitMiddleware:
     async def _refuse(self, send: Send, request: dict[str, Any], *, rpc: bool) -> None:
         cap = self.gate.max_per_principal
         retry = TURN_RETRY_AFTER_SECONDS
-        message = (
-            f"Too many active turns: this caller already has {cap} running "
-            f"(A2A_MAX_CONCURRENT_TURNS_PER_PRINCIPAL); wait for one to finish or cancel it, "
-            f"then retry in about {retry} s."
-        )
+        message = too_many_turns_message(cap, retry)
         headers = [(b"retry-after", str(retry).encode())]
         data = {
             "type": "TOO_MANY_ACTIVE_TURNS",
