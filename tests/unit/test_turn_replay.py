@@ -949,3 +949,52 @@ async def test_a_retried_turn_reads_the_stored_messages_back(monkeypatch):
     replay = await run_replay(monkeypatch, "llm_error_once_500")
     assert replay.retry_statuses()
     assert replay.client.message_calls >= 1
+
+
+@pytest.mark.parametrize(
+    ("stored", "announced"),
+    [(TaskState.TASK_STATE_WORKING, True), (TaskState.TASK_STATE_INPUT_REQUIRED, False)],
+)
+async def test_a_resumed_turn_with_a_pending_ask_says_input_required(stored, announced):
+    """After a crash the stored state may lag behind the ask (state writes are behind
+    the stream): the resumed turn then announces the ask again."""
+    from a2a.types.a2a_pb2 import Task, TaskStatus
+
+    from opencode_a2a_server.store.migrations import upgrade
+
+    client = FakeOpenCode(session_id="ses_resumed", busy=(True,))
+    turn, stream, queue = make_turn(client)
+    await upgrade(turn.interrupts.store._engine)
+    props = {
+        "id": "per_resumed",
+        "sessionID": "ses_resumed",
+        "permission": "bash",
+        "patterns": ["echo hi"],
+        "metadata": {"command": "echo hi"},
+        "always": ["echo *"],
+    }
+    ask = turn.interrupts.new_ask(
+        "permission",
+        props,
+        owner="tester",
+        task_id=TASK_ID,
+        context_id=CONTEXT_ID,
+        directory="/workspace/ws1",
+    )
+    await turn.interrupts.register(ask)
+    stream.continue_after(Task(id=TASK_ID, context_id=CONTEXT_ID, status=TaskStatus(state=stored)))
+
+    runner = asyncio.create_task(turn.resume("msg_user", 0))
+    try:
+        await asyncio.wait_for(turn.wait_settled(), RUN_TIMEOUT)
+        statuses = [e for e in queue.events if isinstance(e, TaskStatusUpdateEvent)]
+        if announced:
+            assert [s.status.state for s in statuses] == [TaskState.TASK_STATE_INPUT_REQUIRED]
+            meta = json_format.MessageToDict(statuses[0].metadata)
+            assert meta["shared"]["interrupt"]["request_id"] == "per_resumed"
+        else:
+            assert statuses == []
+        assert turn.paused
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)

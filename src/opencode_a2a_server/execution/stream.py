@@ -41,9 +41,11 @@ class TaskStream:
         self._names: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self.final_state: int | None = None
+        self.stored_state: int | None = None  # the state a resumed task was stored in
 
     def continue_after(self, task: Task) -> None:
         """Pick up numbering and artifacts from a stored task (after a restart)."""
+        self.stored_state = task.status.state
         for artifact in task.artifacts:
             self._started.add(artifact.artifact_id)
             meta = json_format.MessageToDict(artifact.metadata)

@@ -228,8 +228,11 @@ class Turn:
             await self._seed_from_storage()
             for ask in await self.interrupts.pending_for_task(self.stream.task_id):
                 self._pending[ask.request_id] = ask
-            if self._pending:
+            if self._pending and self.stream.stored_state == TaskState.TASK_STATE_INPUT_REQUIRED:
                 self._settled.set()  # the task already says input-required
+            elif self._pending:
+                # The process stopped before the input-required status was stored.
+                await self._announce(next(iter(self._pending.values())))
             elif not await self._session_busy():
                 self.phase = Phase.FINISHING
                 await self._finish(subscription)
