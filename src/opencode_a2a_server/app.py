@@ -152,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
         push_config_store=push.store if push else None,
         push_sender=push,
         push_allowed_hosts=settings.push_allowed_hosts,
+        task_ids=runtime.task_store.fresh_ids,
     )
     app_push = push
     if push is not None:
@@ -194,7 +195,9 @@ def create_app(settings: Settings) -> FastAPI:
             for task in background:
                 task.cancel()  # lease upkeep would take the handed-off leases back
             await executor.aclose(upstream_continues=upstream_continues)
-            await drain.settle(settling)
+            # The last statuses (hand-off, failed) reach the open streams before the
+            # queues are closed.
+            await drain.settle(lambda: settling() + handler.undelivered())
             drain.stopped = True
             await handler.aclose()  # ends the streams that follow a task, cleanly
 

@@ -14,9 +14,10 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from a2a.auth.user import User
-from a2a.server.agent_execution import RequestContext
+from a2a.server.agent_execution import RequestContext, SimpleRequestContextBuilder
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue_v2 import Event
+from a2a.server.id_generator import IDGenerator
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
@@ -118,8 +119,17 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         *,
         agent_executor: OpenCodeExecutor,
         push_allowed_hosts: frozenset[str] = frozenset(),
+        task_ids: IDGenerator | None = None,
         **kwargs: object,
     ) -> None:
+        kwargs.setdefault(
+            "request_context_builder",
+            SimpleRequestContextBuilder(
+                task_store=kwargs.get("task_store"),  # type: ignore[arg-type]
+                task_id_generator=task_ids,
+                context_id_generator=agent_executor.new_contexts,
+            ),
+        )
         super().__init__(agent_executor=agent_executor, **kwargs)  # type: ignore[arg-type]
         self.executor = agent_executor
         self.push_allowed_hosts = push_allowed_hosts
@@ -129,6 +139,16 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
         stored (the SDK holds a task's request lock until then)."""
         tasks = list(self._active_task_registry._active_tasks.values())
         return sum(1 for task in tasks if task._request_lock.locked())
+
+    def undelivered(self) -> int:
+        """Events published but not yet taken by the streams that follow their task
+        (so a shutdown can let them go out before it closes the queues)."""
+        waiting = 0
+        for task in list(self._active_task_registry._active_tasks.values()):
+            for source in (task._event_queue_agent, task._event_queue_subscribers):
+                waiting += source._incoming_queue.qsize()
+                waiting += sum(sink.queue.qsize() for sink in list(source._sinks))
+        return waiting
 
     async def _reject_unsafe_push_url(self, url: str) -> None:
         """Screen a webhook URL when a push config is created (clear -32602 if refused)."""

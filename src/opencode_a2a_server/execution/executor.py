@@ -37,6 +37,7 @@ from ..observability.turns import record_turn
 from ..security.input import file_url_inside
 from ..shutdown import stop_turn
 from ..store.bindings import BindingStore
+from ..store.ids import FreshIds
 from ..store.interrupts import Ask
 from ..store.leases import Lease, LeaseStore
 from ..upstream.client import OpenCodeClient
@@ -109,6 +110,7 @@ class OpenCodeExecutor(AgentExecutor):
             weakref.WeakValueDictionary()
         )
         self._binding_writes: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self.new_contexts = FreshIds()  # context ids for requests that name none
 
     # -- the AgentExecutor interface -------------------------------------------------
 
@@ -124,16 +126,24 @@ class OpenCodeExecutor(AgentExecutor):
             await self._answer(context, message)
             return
         owner = principal_of(context.call_context)
-        new_context = not message.context_id  # the SDK made one up: nothing is bound to it
+        # A context id this process just made up has nothing bound to it yet.
+        new_context = self.new_contexts.used(context.context_id or "")
         try:
             plan = await self.plan(message, request_metadata(context, message), owner)
         except InvalidRequest as exc:
             raise InvalidParamsError(exc.message) from None
-        stream = await self._open_task(context, message, event_queue)
+        # The session is looked up or created while the SDK takes the new task in.
+        preparing = asyncio.create_task(
+            self._turn_request(plan, owner, context.context_id or "", new_context=new_context)
+        )
+        await asyncio.sleep(0)  # let it send its first request before the task is opened
         try:
-            request = await self._turn_request(
-                plan, owner, context.context_id or "", new_context=new_context
-            )
+            stream = await self._open_task(context, message, event_queue)
+        except BaseException:
+            preparing.cancel()
+            raise
+        try:
+            request = await preparing
         except UpstreamError as exc:
             failure = failure_from_exception(exc)
             await stream.status(failure.state, failure.message, metadata=failure.metadata())

@@ -24,9 +24,12 @@ from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 from a2a.server.tasks import TaskStore
 from a2a.types.a2a_pb2 import ListTasksRequest, ListTasksResponse, Task, TaskState
 
+from .ids import FreshIds
+
 log = logging.getLogger(__name__)
 
 INPUT_REQUIRED = TaskState.TASK_STATE_INPUT_REQUIRED
+STATE_WRITE_DELAY = 0.005  # seconds
 
 
 class _Entry:
@@ -55,12 +58,15 @@ class WriteBehindTaskStore(TaskStore):
         self._owner = owner_resolver
         self._flush_interval = flush_interval
         self._live: dict[tuple[str, str], _Entry] = {}
+        # Task ids made here for new tasks: nothing is stored under them before a save.
+        self.fresh_ids = FreshIds()
         self._flusher: asyncio.Task[None] | None = None
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
         key = (self._owner(context), task.id)
         entry = self._live.get(key)
         if entry is None:
+            self.fresh_ids.used(task.id)
             entry = self._live[key] = _Entry(task, context)
         # The SDK updates one Task object in place for the whole request: keeping a
         # reference (and copying only when writing) avoids a full copy per chunk.
@@ -79,6 +85,8 @@ class WriteBehindTaskStore(TaskStore):
             copy = Task()
             copy.CopyFrom(entry.task)
             return copy
+        if self.fresh_ids.is_fresh(task_id):
+            return None  # a new task, not saved yet: the database cannot have it
         return await self._inner.get(task_id, context)
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
@@ -122,6 +130,9 @@ class WriteBehindTaskStore(TaskStore):
     async def _write_states(self, key: tuple[str, str], entry: _Entry) -> None:
         """Write while the task's state differs from the stored one (a later chunk in the
         same state is left to the lazy flush)."""
+        # The event that brought the change goes to its clients first: the write's own
+        # work on the event loop (SQLAlchemy) would otherwise run ahead of it.
+        await asyncio.sleep(STATE_WRITE_DELAY)
         try:
             while entry.dirty and entry.task.status.state != entry.persisted_state:
                 await self._write(key, entry)
