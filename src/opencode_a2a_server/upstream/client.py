@@ -17,6 +17,7 @@ from ..observability.upstream import UpstreamObserver
 CONNECT_TIMEOUT = 5.0
 STREAM_HEADERS_TIMEOUT = 5.0
 STREAM_READ_TIMEOUT = 35.0
+SHORT_CALLS = 32  # connections for ordinary requests to OpenCode
 
 
 class OpenCodeClient:
@@ -36,11 +37,19 @@ class OpenCodeClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         auth = httpx.BasicAuth(username, password) if password else None
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        # Short calls share a small pool: OpenCode answers them one at a time anyway,
+        # and httpcore scans its whole pool on every request (a large pool costs CPU
+        # under load). Calls that stay open (the event stream, a command that returns
+        # when its turn ends) get their own pool, so they never hold the short ones up.
         self._http = httpx.AsyncClient(
             auth=auth,
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
-            limits=limits,
+            limits=httpx.Limits(max_connections=SHORT_CALLS, max_keepalive_connections=SHORT_CALLS),
+        )
+        self._long = httpx.AsyncClient(
+            auth=auth,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=8),
         )
 
     def set_base_url(self, base_url: str) -> None:
@@ -51,9 +60,11 @@ class OpenCodeClient:
         """Use new basic-auth credentials (a managed OpenCode gets a fresh password)."""
         if password:
             self._http.auth = httpx.BasicAuth(username, password)
+            self._long.auth = httpx.BasicAuth(username, password)
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._long.aclose()
 
     # -- plumbing -------------------------------------------------------------
 
@@ -95,7 +106,8 @@ class OpenCodeClient:
             query["directory"] = directory
         with self.observer.call(method, path) as headers:
             try:
-                response = await self._http.request(
+                pool = self._long if timeout is None else self._http
+                response = await pool.request(
                     method,
                     self.base_url + path,
                     params=query,
@@ -125,10 +137,10 @@ class OpenCodeClient:
         STREAM_READ_TIMEOUT of silence means the stream is dead.
         """
         timeout = httpx.Timeout(STREAM_READ_TIMEOUT, connect=CONNECT_TIMEOUT)
-        request = self._http.build_request("GET", self.base_url + path, timeout=timeout)
+        request = self._long.build_request("GET", self.base_url + path, timeout=timeout)
         try:
             async with asyncio.timeout(STREAM_HEADERS_TIMEOUT):
-                response = await self._http.send(request, stream=True)
+                response = await self._long.send(request, stream=True)
         except TimeoutError:
             raise UpstreamUnreachable(
                 f"OpenCode at {self.base_url} accepted the event-stream connection but did "
