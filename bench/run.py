@@ -224,42 +224,48 @@ async def case_c(
 ) -> None:
     prompt, expected = words_prompt(words)
     servers = sorted({p.pid for p in paths if p.pid} | ({opencode_pid} if opencode_pid else set()))
-    for i in range(reps):
-        for path in rotated(paths, i):
-            # Start from quiet servers: the trailing work of the last batch is not counted.
-            await asyncio.sleep(1.0)
-            await settle(servers)
-            monitor = ResourceMonitor(path.pid) if path.pid else None
-            upstream = ResourceMonitor(opencode_pid) if opencode_pid else None
-            if monitor:
-                monitor.__enter__()
-            if upstream:
-                upstream.__enter__()
-            t0 = time.perf_counter()
-            results = await asyncio.gather(
-                *(path.turn(prompt, expected) for _ in range(concurrency))
-            )
-            batch_s = time.perf_counter() - t0
-            if upstream:
-                upstream.__exit__()
-            if monitor:
-                monitor.__exit__()
-            complete = sum(r.ok for r in results)
-            record = {
-                "batch_s": batch_s,
-                "complete": complete,
-                "concurrency": concurrency,
-                "turn_end_p50_s": statistics.median(r.end_s or 0 for r in results),
-                "turn_end_max_s": max(r.end_s or 0 for r in results),
-                "errors": sorted({r.error for r in results if r.error})[:5],
-                "resources": monitor.as_dict() if monitor else None,
-                "opencode_resources": upstream.as_dict() if upstream else None,
-            }
-            path.results.setdefault("c", []).append(record)
-            extra = ""
-            if monitor:
-                extra = f", peak RSS {monitor.peak / 2**20:.0f} MB, CPU {monitor.cpu:.2f} s"
-            log(f"{path.name} c: {batch_s:.2f} s, {complete}/{concurrency} complete{extra}")
+    # The peer's batches go last: each keeps OpenCode busy for half a minute and leaves
+    # it slower, which would tax whichever batch came next. Direct and adapter batches
+    # are interleaved among themselves; the peer is measured on the OpenCode they left.
+    ours = [p for p in paths if p.name != "peer"]
+    peers = [p for p in paths if p.name == "peer"]
+    schedule = [path for i in range(reps) for path in rotated(ours, i)]
+    schedule += [path for _ in range(reps) for path in peers]
+    for path in schedule:
+        if path.failed:
+            continue
+        # Start from quiet servers: the trailing work of the last batch is not counted.
+        await asyncio.sleep(1.0)
+        await settle(servers)
+        monitor = ResourceMonitor(path.pid) if path.pid else None
+        upstream = ResourceMonitor(opencode_pid) if opencode_pid else None
+        if monitor:
+            monitor.__enter__()
+        if upstream:
+            upstream.__enter__()
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(path.turn(prompt, expected) for _ in range(concurrency)))
+        batch_s = time.perf_counter() - t0
+        if upstream:
+            upstream.__exit__()
+        if monitor:
+            monitor.__exit__()
+        complete = sum(r.ok for r in results)
+        record = {
+            "batch_s": batch_s,
+            "complete": complete,
+            "concurrency": concurrency,
+            "turn_end_p50_s": statistics.median(r.end_s or 0 for r in results),
+            "turn_end_max_s": max(r.end_s or 0 for r in results),
+            "errors": sorted({r.error for r in results if r.error})[:5],
+            "resources": monitor.as_dict() if monitor else None,
+            "opencode_resources": upstream.as_dict() if upstream else None,
+        }
+        path.results.setdefault("c", []).append(record)
+        extra = ""
+        if monitor:
+            extra = f", peak RSS {monitor.peak / 2**20:.0f} MB, CPU {monitor.cpu:.2f} s"
+        log(f"{path.name} c: {batch_s:.2f} s, {complete}/{concurrency} complete{extra}")
 
 
 # --------------------------------------------------------------------------- summary
