@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from a2a.types.a2a_pb2 import TaskState
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .security.http import send_json
+from .security.http import send_refusal
 from .security.input import read_body
 from .security.limits import _REST_SEND, _parse, _starts_turn
 
@@ -215,33 +215,15 @@ SHUTTING_DOWN_MESSAGE = (
 
 
 async def _refuse(send: Send, request: dict[str, Any] | None, *, rpc: bool) -> None:
-    message = SHUTTING_DOWN_MESSAGE
-    headers = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
-    data = {"type": "SHUTTING_DOWN", "retry_after_seconds": RETRY_AFTER_SECONDS}
-    if rpc:
-        request_id = (request or {}).get("id")
-        if isinstance(request_id, bool) or not isinstance(request_id, str | int):
-            request_id = None
-        body: dict[str, Any] = {
-            "jsonrpc": "2.0",
-            "id": request_id,
-            "error": {"code": SHUTTING_DOWN_CODE, "message": message, "data": data},
-        }
-        await send_json(send, 200, body, headers)
-        return
-    body = {
-        "error": {
-            "code": 503,
-            "status": "UNAVAILABLE",
-            "message": message,
-            "details": [
-                {
-                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                    "reason": "SHUTTING_DOWN",
-                    "domain": "opencode-a2a-server",
-                    "metadata": {"retry_after_seconds": str(RETRY_AFTER_SECONDS)},
-                }
-            ],
-        }
-    }
-    await send_json(send, 503, body, headers)
+    await send_refusal(
+        send,
+        request,
+        rpc=rpc,
+        jsonrpc_code=SHUTTING_DOWN_CODE,
+        http_status=503,
+        status="UNAVAILABLE",
+        reason="SHUTTING_DOWN",
+        message=SHUTTING_DOWN_MESSAGE,
+        details={"retry_after_seconds": RETRY_AFTER_SECONDS},
+        retry_after=RETRY_AFTER_SECONDS,
+    )

@@ -31,7 +31,7 @@ from a2a.server.tasks import TaskStore
 from a2a.types.a2a_pb2 import ListTasksRequest, ListTasksResponse, Task, TaskState
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .http import principal_of_scope, send_json
+from .http import principal_of_scope, send_json, send_refusal
 from .input import read_body
 
 TOO_MANY_ACTIVE_TURNS_CODE = -32029
@@ -280,43 +280,18 @@ class TurnLimitMiddleware:
     async def _refuse(self, send: Send, request: dict[str, Any], *, rpc: bool) -> None:
         cap = self.gate.max_per_principal
         retry = TURN_RETRY_AFTER_SECONDS
-        message = too_many_turns_message(cap, retry)
-        headers = [(b"retry-after", str(retry).encode())]
-        data = {
-            "type": "TOO_MANY_ACTIVE_TURNS",
-            "retry_after_seconds": retry,
-            "max_concurrent_turns": cap,
-        }
-        if rpc:
-            request_id = request.get("id")
-            if isinstance(request_id, bool) or not isinstance(request_id, str | int):
-                request_id = None
-            body = {
-                "jsonrpc": "2.0",
-                "id": request_id,
-                "error": {"code": TOO_MANY_ACTIVE_TURNS_CODE, "message": message, "data": data},
-            }
-            await send_json(send, 200, body, headers)
-            return
-        body = {
-            "error": {
-                "code": 429,
-                "status": "RESOURCE_EXHAUSTED",
-                "message": message,
-                "details": [
-                    {
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": "TOO_MANY_ACTIVE_TURNS",
-                        "domain": "opencode-a2a-server",
-                        "metadata": {
-                            "retry_after_seconds": str(retry),
-                            "max_concurrent_turns": str(cap),
-                        },
-                    }
-                ],
-            }
-        }
-        await send_json(send, 429, body, headers)
+        await send_refusal(
+            send,
+            request,
+            rpc=rpc,
+            jsonrpc_code=TOO_MANY_ACTIVE_TURNS_CODE,
+            http_status=429,
+            status="RESOURCE_EXHAUSTED",
+            reason="TOO_MANY_ACTIVE_TURNS",
+            message=too_many_turns_message(cap, retry),
+            details={"retry_after_seconds": retry, "max_concurrent_turns": cap},
+            retry_after=retry,
+        )
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:

@@ -179,6 +179,6 @@ class WriteBehindTaskStore(TaskStore):
 
 def _is_settled(state: int) -> bool:
     """Terminal, or waiting for the client (input or auth required)."""
-    from ..execution.stream import FINAL_STATES, TERMINAL_STATES
+    from ..execution.stream import FINAL_STATES  # terminal states and auth-required
 
-    return state in TERMINAL_STATES or state in FINAL_STATES or state == INPUT_REQUIRED
+    return state in FINAL_STATES or state == INPUT_REQUIRED
