@@ -115,7 +115,7 @@ def _configure_logging(settings: Settings) -> None:
     for name in ("a2a", "sse_starlette", "asyncio"):
         logging.getLogger(name).setLevel(library_level)
     # These log statements with their parameters (task contents) at INFO and below.
-    for name in ("httpx", "httpcore", "sqlalchemy", "aiosqlite", "asyncpg"):
+    for name in ("aiohttp", "httpx", "httpcore", "sqlalchemy", "aiosqlite", "asyncpg"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -1,4 +1,4 @@
-"""`doctor` checks, with OpenCode mocked by respx and SQLite databases in tmp_path."""
+"""`doctor` checks, with a fake OpenCode on 127.0.0.1 and SQLite databases in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ import sqlite3
 import stat
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
 
 from opencode_a2a_server import doctor
 from opencode_a2a_server.doctor import PINNED_OPENCODE_VERSION, Check, run_checks
 
+from .fake_upstream import ThreadedUpstream
+
 ROOT = Path(__file__).resolve().parents[2]
-UPSTREAM = "http://opencode.test:4096"
 PREFIXES = ("A2A_", "OPENCODE_")
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, threaded_upstream: ThreadedUpstream
+) -> Path:
     """A complete, valid environment: external OpenCode, SQLite in tmp_path, long token."""
     for name in list(os.environ):
         if name.upper().startswith(PREFIXES):
@@ -33,7 +34,7 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     workspace = tmp_path / "workspace"
     workspace.mkdir()
     monkeypatch.setenv("A2A_BEARER_TOKEN", "a-long-enough-test-token-123")
-    monkeypatch.setenv("OPENCODE_BASE_URL", UPSTREAM)
+    monkeypatch.setenv("OPENCODE_BASE_URL", threaded_upstream.url)
     monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "pw")
     monkeypatch.setenv("OPENCODE_WORKSPACE_ROOT", str(workspace))
     monkeypatch.setenv("A2A_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
@@ -48,8 +49,13 @@ def run() -> dict[str, Check]:
     return checks_by_name(asyncio.run(run_checks()))
 
 
-def health(version: str = PINNED_OPENCODE_VERSION, code: int = 200) -> httpx.Response:
-    return httpx.Response(code, json={"healthy": True, "version": version})
+@pytest.fixture
+def upstream(threaded_upstream: ThreadedUpstream) -> ThreadedUpstream:
+    return threaded_upstream
+
+
+def health(version: str = PINNED_OPENCODE_VERSION) -> dict[str, object]:
+    return {"healthy": True, "version": version}
 
 
 def test_pinned_version_is_the_makefiles() -> None:
@@ -58,13 +64,12 @@ def test_pinned_version_is_the_makefiles() -> None:
     assert pinned is not None and pinned.group(1) == PINNED_OPENCODE_VERSION
 
 
-@respx.mock
-def test_everything_ok() -> None:
-    route = respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+def test_everything_ok(upstream: ThreadedUpstream) -> None:
+    route = upstream.get("/global/health").respond(json=health())
     found = run()
-    assert route.called
+    assert route.calls
     basic = base64.b64encode(b"opencode:pw").decode()
-    assert route.calls[0].request.headers["authorization"] == f"Basic {basic}"
+    assert route.calls[0].headers["authorization"] == f"Basic {basic}"
     assert {name: c.status for name, c in found.items()} == {
         "settings": "ok",
         "upstream": "ok",
@@ -76,17 +81,15 @@ def test_everything_ok() -> None:
     assert "does not exist yet" in found["database"].message
 
 
-@respx.mock
-def test_other_opencode_version_warns() -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health("1.2.3"))
+def test_other_opencode_version_warns(upstream: ThreadedUpstream) -> None:
+    upstream.get("/global/health").respond(json=health("1.2.3"))
     found = run()
     assert found["version"].status == "warn"
     assert f"opencode-ai@{PINNED_OPENCODE_VERSION}" in found["version"].message
 
 
-@respx.mock
-def test_upstream_401_names_the_password() -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=httpx.Response(401))
+def test_upstream_401_names_the_password(upstream: ThreadedUpstream) -> None:
+    upstream.get("/global/health").respond(401, body=b"")
     found = run()
     assert found["upstream"].status == "FAIL"
     assert "HTTP 401" in found["upstream"].message
@@ -94,28 +97,25 @@ def test_upstream_401_names_the_password() -> None:
     assert "version" not in found
 
 
-@respx.mock
 def test_upstream_401_without_a_password_says_to_set_one(
-    monkeypatch: pytest.MonkeyPatch,
+    upstream: ThreadedUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENCODE_SERVER_PASSWORD")
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=httpx.Response(401))
+    upstream.get("/global/health").respond(401, body=b"")
     message = run()["upstream"].message
     assert "set OPENCODE_SERVER_PASSWORD" in message
 
 
-@respx.mock
-def test_upstream_down_is_unreachable() -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(side_effect=httpx.ConnectError("refused"))
+def test_upstream_down_is_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENCODE_BASE_URL", "http://127.0.0.1:9")  # nothing listens
     found = run()
     assert found["upstream"].status == "FAIL"
     assert "unreachable" in found["upstream"].message
     assert "OPENCODE_BASE_URL" in found["upstream"].message
 
 
-@respx.mock
-def test_upstream_other_http_error() -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=httpx.Response(404))
+def test_upstream_other_http_error(upstream: ThreadedUpstream) -> None:
+    upstream.get("/global/health").respond(404, body=b"")
     message = run()["upstream"].message
     assert "HTTP 404" in message and "OPENCODE_BASE_URL" in message
 
@@ -149,11 +149,10 @@ def test_managed_opencode_missing_binary_fails(monkeypatch: pytest.MonkeyPatch) 
     assert "OPENCODE_BIN" in found["upstream"].message
 
 
-@respx.mock
 def test_invalid_settings_are_each_reported_and_other_checks_still_run(
-    monkeypatch: pytest.MonkeyPatch,
+    upstream: ThreadedUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+    upstream.get("/global/health").respond(json=health())
     monkeypatch.setenv("A2A_PORT", "not-a-port")
     monkeypatch.setenv("A2A_LOG_LEVEL", "LOUD")
     checks = asyncio.run(run_checks())
@@ -174,17 +173,17 @@ def test_missing_token_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
     assert checks[0].status == "FAIL" and "A2A_BEARER_TOKEN" in checks[0].message
 
 
-@respx.mock
-def test_short_token_warns(monkeypatch: pytest.MonkeyPatch) -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+def test_short_token_warns(upstream: ThreadedUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    upstream.get("/global/health").respond(json=health())
     monkeypatch.setenv("A2A_BEARER_TOKEN", "short")
     found = run()
     assert found["token"].status == "warn" and "5 characters" in found["token"].message
 
 
-@respx.mock
-def test_existing_sqlite_database_lists_tables(isolated_env: Path) -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+def test_existing_sqlite_database_lists_tables(
+    upstream: ThreadedUpstream, isolated_env: Path
+) -> None:
+    upstream.get("/global/health").respond(json=health())
     with sqlite3.connect(isolated_env / "db.sqlite") as conn:
         conn.execute("CREATE TABLE tasks (id TEXT)")
     found = run()
@@ -195,23 +194,22 @@ def test_existing_sqlite_database_lists_tables(isolated_env: Path) -> None:
     assert "opencode-a2a-server migrate" in found["schema"].message
 
 
-@respx.mock
-def test_missing_sqlite_file_is_not_created(isolated_env: Path) -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+def test_missing_sqlite_file_is_not_created(upstream: ThreadedUpstream, isolated_env: Path) -> None:
+    upstream.get("/global/health").respond(json=health())
     run()
     assert not (isolated_env / "db.sqlite").exists()
 
 
-@respx.mock
-def test_unusable_database_fails(monkeypatch: pytest.MonkeyPatch, isolated_env: Path) -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+def test_unusable_database_fails(
+    upstream: ThreadedUpstream, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    upstream.get("/global/health").respond(json=health())
     (isolated_env / "db.sqlite").write_text("this is not a database, but long enough " * 50)
     found = run()
     assert found["database"].status == "FAIL"
     assert "A2A_DATABASE_URL" in found["database"].message
 
 
-@respx.mock
 @pytest.mark.parametrize(
     ("variables", "status", "words"),
     [
@@ -224,20 +222,23 @@ def test_unusable_database_fails(monkeypatch: pytest.MonkeyPatch, isolated_env: 
     ],
 )
 def test_public_url(
-    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], status: str, words: str
+    upstream: ThreadedUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    status: str,
+    words: str,
 ) -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+    upstream.get("/global/health").respond(json=health())
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
     found = run()["publicurl"]
     assert found.status == status and words in found.message
 
 
-@respx.mock
 def test_missing_workspace_is_a_settings_failure(
-    monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+    upstream: ThreadedUpstream, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
 ) -> None:
-    respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+    upstream.get("/global/health").respond(json=health())
     monkeypatch.setenv("OPENCODE_WORKSPACE_ROOT", str(isolated_env / "nope"))
     found = run()
     assert found["settings"].status == "FAIL"
@@ -245,15 +246,14 @@ def test_missing_workspace_is_a_settings_failure(
     assert "workspace" not in found
 
 
-@respx.mock
-def test_main_prints_one_line_per_check_and_exit_codes() -> None:
-    route = respx.get(f"{UPSTREAM}/global/health").mock(return_value=health())
+def test_main_prints_one_line_per_check_and_exit_codes(upstream: ThreadedUpstream) -> None:
+    route = upstream.get("/global/health").respond(json=health())
     out = io.StringIO()
     assert doctor.main(out) == 0
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("ok   settings ")
     assert lines[-1] == "all checks ok"
-    route.mock(return_value=httpx.Response(401))
+    route.respond(401, body=b"")
     out = io.StringIO()
     assert doctor.main(out) == 1
     assert any(line.startswith("FAIL upstream ") for line in out.getvalue().splitlines())

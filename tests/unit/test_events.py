@@ -225,13 +225,18 @@ async def test_wait_connected(hub):
 # -- _parse_sse --------------------------------------------------------------------------
 
 
-async def _lines(lines: Iterable[str]) -> AsyncIterator[str]:
-    for line in lines:
-        yield line
+async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
 
 
-async def parse(lines: Iterable[str]) -> list[dict[str, Any]]:
-    return [item async for item in _parse_sse(_lines(lines))]
+async def parse(lines: Iterable[str], newline: str = "\n") -> list[dict[str, Any]]:
+    """Parse the lines as one stream, whole and cut into chunks of every size up to 9."""
+    data = "".join(line + newline for line in lines).encode()
+    whole = [item async for item in _parse_sse(_chunks(data, max(len(data), 1)))]
+    for size in range(1, 10):
+        assert [item async for item in _parse_sse(_chunks(data, size))] == whole, size
+    return whole
 
 
 async def test_parse_sse_decodes_one_event_per_blank_line():
@@ -279,6 +284,19 @@ async def test_parse_sse_skips_junk_comments_and_other_fields():
     # The junk event and the JSON array are skipped; blank lines without data are no-ops;
     # the last event has no terminating blank line, so it was never complete.
     assert await parse(lines) == [{"no": "space"}]
+
+
+async def test_parse_sse_accepts_crlf_line_endings_split_across_chunks():
+    lines = ['data: {"type": "a"}', "", 'data: {"type": "b",', 'data: "n": "é"}', ""]
+    assert await parse(lines, newline="\r\n") == [{"type": "a"}, {"type": "b", "n": "é"}]
+
+
+async def test_parse_sse_skips_an_event_that_is_not_utf8():
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"data: \xff\xfe\n\n"
+        yield b'data: {"ok": 1}\n\n'
+
+    assert [item async for item in _parse_sse(stream())] == [{"ok": 1}]
 
 
 async def test_parse_sse_over_a_recording_round_trips_every_event():

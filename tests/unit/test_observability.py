@@ -28,6 +28,8 @@ from opencode_a2a_server.observability.turns import record_turn, state_label
 from opencode_a2a_server.observability.upstream import UpstreamObserver, operation
 from opencode_a2a_server.upstream.client import OpenCodeClient
 
+from .fake_upstream import FakeUpstream
+
 
 def samples(
     metrics: Metrics, text: bytes | None = None
@@ -231,18 +233,11 @@ def test_json_format_keeps_exceptions(captured: io.StringIO) -> None:
 # -- upstream calls --------------------------------------------------------------
 
 
-async def test_upstream_calls_carry_the_request_id_and_are_timed() -> None:
-    seen: list[httpx.Request] = []
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        if request.url.path.endswith("/abort"):
-            return httpx.Response(500, json={"message": "no"})
-        return httpx.Response(200, json={"id": "ses_x"})
-
+async def test_upstream_calls_carry_the_request_id_and_are_timed(upstream: FakeUpstream) -> None:
+    upstream.route(method="GET").respond(json={"id": "ses_x"})
+    upstream.route(method="POST").respond(500, json={"message": "no"})
     metrics = Metrics()
-    client = OpenCodeClient("http://opencode.invalid")
-    client._http = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    client = OpenCodeClient(upstream.url)
     client.observer = UpstreamObserver(metrics)
     token = logs.request_id.set("rid-upstream")
     try:
@@ -252,6 +247,7 @@ async def test_upstream_calls_carry_the_request_id_and_are_timed() -> None:
     finally:
         logs.request_id.reset(token)
         await client.aclose()
+    seen = upstream.calls
     assert [r.headers.get("x-request-id") for r in seen] == ["rid-upstream"] * 2
     found = samples(metrics)
     get = (("operation", "GET /session/{id}"),)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import respx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +22,9 @@ from opencode_a2a_server.extensions.router import JsonRpcRouter
 from opencode_a2a_server.extensions.workspace import match_worktree, workspace_methods
 from opencode_a2a_server.upstream.client import OpenCodeClient
 
-BASE = "http://opencode.test"
+from .fake_upstream import Call, FakeUpstream
+from .fake_upstream import Route as UpstreamRoute
+
 CTX = CallContext(principal="alice")
 WT = "/srv/oc/data/opencode/worktree/76791f88463c2c0e0fdef8da9522dbfb3cef9ab9"
 
@@ -248,16 +249,10 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[OpenCodeClient]:
-    oc = OpenCodeClient(BASE, password="pw")
+async def client(upstream: FakeUpstream) -> AsyncIterator[OpenCodeClient]:
+    oc = OpenCodeClient(upstream.url, password="pw")
     yield oc
     await oc.aclose()
-
-
-@pytest.fixture
-def upstream() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=BASE, assert_all_called=False) as mock:
-        yield mock
 
 
 def methods(
@@ -275,15 +270,15 @@ async def call(registry: dict[str, Method], method_name: str, **params: Any) -> 
     return await method.handler(method.params.model_validate(params), CTX)
 
 
-def sent(route: respx.Route, index: int = -1) -> httpx.Request:
-    return route.calls[index].request
+def sent(route: UpstreamRoute, index: int = -1) -> Call:
+    return route.calls[index]
 
 
 # -- providers and models ----------------------------------------------------------------
 
 
 async def test_providers_list_normalizes_config_providers(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     route = upstream.get("/config/providers").respond(json=CONFIG_PROVIDERS)
     catalog = upstream.get("/provider").respond(json={"all": [], "default": {}, "connected": []})
@@ -312,12 +307,12 @@ async def test_providers_list_normalizes_config_providers(
         "default_by_provider": {"opencode": "big-pickle", "fake": "fake-2"},
         "connected": ["opencode", "fake"],
     }
-    assert sent(route).url.params["directory"] == str(root)
-    assert not catalog.called  # the 10 MB catalog is never fetched
+    assert sent(route).params["directory"] == str(root)
+    assert not catalog.calls  # the 10 MB catalog is never fetched
 
 
 async def test_models_list_normalizes_limits_and_capabilities(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     upstream.get("/config/providers").respond(json=CONFIG_PROVIDERS)
 
@@ -361,7 +356,7 @@ async def test_models_list_normalizes_limits_and_capabilities(
 
 
 async def test_models_list_filters_by_provider(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     upstream.get("/config/providers").respond(json=CONFIG_PROVIDERS)
 
@@ -372,7 +367,7 @@ async def test_models_list_filters_by_provider(
 
 
 async def test_models_list_refuses_an_unknown_provider(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     upstream.get("/config/providers").respond(json=CONFIG_PROVIDERS)
 
@@ -386,7 +381,7 @@ async def test_models_list_refuses_an_unknown_provider(
 
 
 async def test_providers_list_rejects_an_unexpected_payload(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     upstream.get("/config/providers").respond(json=[1, 2])
     with pytest.raises(UpstreamPayloadError):
@@ -394,7 +389,7 @@ async def test_providers_list_rejects_an_unexpected_payload(
 
 
 async def test_agents_list_keeps_hidden_agents_and_drops_internals(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     route = upstream.get("/agent").respond(json=AGENTS)
 
@@ -425,11 +420,11 @@ async def test_agents_list_keeps_hidden_agents_and_drops_internals(
         },
         {"name": "title", "mode": "primary", "native": True, "hidden": True},
     ]
-    assert sent(route).url.params["directory"] == str(root / "sub")
+    assert sent(route).params["directory"] == str(root / "sub")
 
 
 async def test_commands_list_normalizes_commands(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     upstream.get("/command").respond(json=COMMANDS)
 
@@ -464,7 +459,7 @@ async def test_commands_list_normalizes_commands(
     ],
 )
 async def test_a_directory_outside_the_root_is_refused_before_any_upstream_call(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter, name: str, extra: dict
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream, name: str, extra: dict
 ) -> None:
     with pytest.raises(InvalidRequest) as caught:
         await call(methods(client, root), name, directory=str(root.parent), **extra)
@@ -475,21 +470,21 @@ async def test_a_directory_outside_the_root_is_refused_before_any_upstream_call(
 
 
 async def test_without_overrides_only_the_root_is_accepted(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     route = upstream.get("/agent").respond(json=AGENTS)
     registry = methods(client, root, allow_override=False)
     with pytest.raises(InvalidRequest):
         await call(registry, "opencode.agents.list", directory="sub")
     await call(registry, "opencode.agents.list", directory=str(root))
-    assert sent(route).url.params["directory"] == str(root)
+    assert sent(route).params["directory"] == str(root)
 
 
 # -- projects and worktrees ----------------------------------------------------------------
 
 
 async def test_projects_are_passed_through(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     upstream.get("/project").respond(json=PROJECTS)
     current = upstream.get("/project/current").respond(json=PROJECTS[1])
@@ -499,25 +494,25 @@ async def test_projects_are_passed_through(
     assert await call(registry, "opencode.projects.current", directory="sub") == {
         "item": PROJECTS[1]
     }
-    assert sent(current).url.params["directory"] == str(root / "sub")
+    assert sent(current).params["directory"] == str(root / "sub")
 
 
 async def test_worktrees_list_and_create(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     listing = upstream.get("/experimental/worktree").respond(json=WORKTREES)
     create = upstream.post("/experimental/worktree").respond(json=CREATED)
     registry = methods(client, root)
 
     assert await call(registry, "opencode.worktrees.list", directory="sub") == {"items": WORKTREES}
-    assert sent(listing).url.params["directory"] == str(root / "sub")
+    assert sent(listing).params["directory"] == str(root / "sub")
 
     result = await call(
         registry, "opencode.worktrees.create", name="my-tree", start_command="make setup"
     )
     assert result == {"item": CREATED}
     assert json.loads(sent(create).content) == {"name": "my-tree", "startCommand": "make setup"}
-    assert sent(create).url.params["directory"] == str(root)
+    assert sent(create).params["directory"] == str(root)
 
     await call(registry, "opencode.worktrees.create")
     assert json.loads(sent(create).content) == {}
@@ -531,7 +526,7 @@ async def test_worktrees_list_and_create(
     ],
 )
 async def test_remove_and_reset_send_a_listed_worktree(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter, name: str, verb: str, path: str
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream, name: str, verb: str, path: str
 ) -> None:
     upstream.get("/experimental/worktree").respond(json=WORKTREES)
     route = upstream.route(method=verb, path=path).respond(json=True)
@@ -540,13 +535,13 @@ async def test_remove_and_reset_send_a_listed_worktree(
 
     assert result == {"ok": True}
     assert json.loads(sent(route).content) == {"directory": WORKTREES[1]}
-    assert sent(route).url.params["directory"] == str(root / "sub")
+    assert sent(route).params["directory"] == str(root / "sub")
 
 
 @pytest.mark.parametrize("name", ["opencode.worktrees.remove", "opencode.worktrees.reset"])
 @pytest.mark.parametrize("worktree", ["/etc", "/srv/workspace/wt-repo", "my-tree", f"{WT}/other"])
 async def test_remove_and_reset_refuse_an_unlisted_worktree(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter, name: str, worktree: str
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream, name: str, worktree: str
 ) -> None:
     upstream.get("/experimental/worktree").respond(json=WORKTREES)
     mutate = upstream.route(method__in=["DELETE", "POST"]).respond(json=True)
@@ -557,7 +552,7 @@ async def test_remove_and_reset_refuse_an_unlisted_worktree(
     assert f"worktree {worktree!r} is not a worktree of the project" in caught.value.message
     assert WORKTREES[0] in caught.value.message  # names the ones that exist
     assert caught.value.data["fields"] == ["worktree"]
-    assert not mutate.called
+    assert not mutate.calls
 
 
 def test_match_worktree_follows_symlinks_to_the_listed_path(tmp_path: Path) -> None:
@@ -604,7 +599,7 @@ async def rpc(http: httpx.AsyncClient, method: str, params: dict | None = None) 
     ],
 )
 async def test_mutations_are_disabled_by_default(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter, name: str, params: dict
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream, name: str, params: dict
 ) -> None:
     async with rpc_app(client, root, mutations=False) as http:
         error = (await rpc(http, name, params))["error"]
@@ -632,7 +627,7 @@ async def test_mutations_are_disabled_by_default(
 async def test_bad_params_are_invalid_params(
     client: OpenCodeClient,
     root: Path,
-    upstream: respx.MockRouter,
+    upstream: FakeUpstream,
     name: str,
     params: dict,
     field: str,
@@ -645,7 +640,7 @@ async def test_bad_params_are_invalid_params(
 
 
 async def test_router_maps_directory_refusal_and_upstream_errors(
-    client: OpenCodeClient, root: Path, upstream: respx.MockRouter
+    client: OpenCodeClient, root: Path, upstream: FakeUpstream
 ) -> None:
     upstream.post("/experimental/worktree").respond(
         400,

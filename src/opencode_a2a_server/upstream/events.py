@@ -154,7 +154,7 @@ class EventHub:
                         self._broadcast(StreamRestored())
                     was_connected = True
                     backoff = 0.2
-                    async for event in _parse_sse(response.aiter_lines()):
+                    async for event in _parse_sse(response.chunks()):
                         self.dispatch(event)
                 reason = "OpenCode closed its event stream"
             except asyncio.CancelledError:
@@ -211,20 +211,41 @@ class EventHub:
                 subscription.put(signal)
 
 
-async def _parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
-    """Decode `data:` lines of an SSE stream into JSON objects (one per event)."""
-    data: list[str] = []
-    async for line in lines:
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-            continue
-        if line == "" and data:
-            payload = "\n".join(data)
-            data = []
-            try:
-                decoded = json.loads(payload)
-            except json.JSONDecodeError:
-                log.debug("skipping undecodable upstream event")
-                continue
-            if isinstance(decoded, dict):
+MAX_EVENT_BYTES = 32 * 2**20  # one event larger than this means a broken stream
+
+
+async def _parse_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """Decode the `data:` lines of an SSE byte stream into JSON objects, one per event.
+
+    Works on the raw chunks as they arrive (a chunk may end anywhere, even inside a
+    line ending), splitting events at blank lines; decoding line by line through a
+    text layer cost more CPU than the rest of the hub.
+    """
+    buffer = b""
+    async for chunk in chunks:
+        buffer = buffer + chunk if buffer else chunk
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):
+                continue  # maybe the first half of \r\n: wait for the next chunk
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) != -1:
+            decoded = _decode_event(buffer[start:end])
+            start = end + 2
+            if decoded is not None:
                 yield decoded
+        buffer = buffer[start:]
+        if len(buffer) > MAX_EVENT_BYTES:
+            raise ValueError(f"an upstream event exceeded {MAX_EVENT_BYTES} bytes")
+
+
+def _decode_event(block: bytes) -> dict[str, Any] | None:
+    data = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+    if not data:
+        return None
+    try:
+        decoded = json.loads(b"\n".join(data))
+    except ValueError:  # not JSON, or not UTF-8
+        log.debug("skipping undecodable upstream event")
+        return None
+    return decoded if isinstance(decoded, dict) else None
