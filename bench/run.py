@@ -97,10 +97,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer", action="store_true", help="also measure opencode-a2a 1.4.0")
     parser.add_argument("--turns", type=int, default=20, help="(a) trivial turns per path")
     parser.add_argument("--words", type=int, default=2000, help="(b) words in the long answer")
-    parser.add_argument("--long-reps", type=int, default=5, help="(b) repetitions per path")
+    parser.add_argument("--long-reps", type=int, default=20, help="(b) repetitions per path")
     parser.add_argument("--concurrency", type=int, default=50, help="(c) concurrent turns")
     parser.add_argument("--batch-words", type=int, default=200, help="(c) words per turn")
-    parser.add_argument("--batch-reps", type=int, default=3, help="(c) batches per path")
+    parser.add_argument("--batch-reps", type=int, default=5, help="(c) batches per path")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up turns per path")
     parser.add_argument("--quick", action="store_true", help="small numbers: a smoke run")
     parser.add_argument("--json", type=Path, help="write the raw numbers to this file")
@@ -171,14 +171,16 @@ async def run_turn(path: Path_, case: str, prompt: str, expected: str) -> TurnRe
     return result
 
 
-async def warm_up(paths: list[Path_], turns: int) -> None:
+async def warm_up(paths: list[Path_], turns: int, words: int) -> None:
+    """Trivial turns, then long answers: OpenCode's first long answers are slower."""
     for path in paths:
         ok = 0
         for i in range(turns):
             result = await path.turn(*trivial_prompt(1000 + i))
             ok += result.ok
-        result = await path.turn(*words_prompt(200))
-        ok += result.ok
+        for count in (200, words, words):
+            result = await path.turn(*words_prompt(count))
+            ok += result.ok
         if ok == 0:
             path.failed = f"every warm-up turn failed ({result.state}: {result.error})"
             log(f"{path.name}: {path.failed}")
@@ -275,8 +277,25 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def paired(
+    records: list[dict[str, Any]], base: list[dict[str, Any]], key: str, ok: str
+) -> float | None:
+    """Median of the per-round ratios: round i of a path against round i of direct.
+
+    Rounds run back to back, so this cancels drift of the machine or of OpenCode over
+    the run; it is printed next to the ratio of the medians as a check on it.
+    """
+    ratios = [
+        mine[key] / theirs[key]
+        for mine, theirs in zip(records, base, strict=False)
+        if mine[ok] and theirs[ok] and mine[key] and theirs[key]
+    ]
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
 def summarize(paths: list[Path_]) -> dict[str, dict[str, Any]]:
     summary: dict[str, dict[str, Any]] = {}
+    direct = next((p.results for p in paths if p.name == "direct"), {})
     for path in paths:
         res = path.results
         a = res.get("a", [])
@@ -291,7 +310,8 @@ def summarize(paths: list[Path_]) -> dict[str, dict[str, Any]]:
                 "max_ms": _ms(max(ends) if ends else None),
                 "ok": sum(r["ok"] for r in a),
                 "n": len(a),
-                "server_cpu_ms_p50": _cpu_median(a),
+                "server_cpu_ms_mean": _cpu_mean(a),
+                "paired_ratio": paired(a, direct.get("a", []), "end_s", "ok"),
             }
         if b:
             texts = [r["text_s"] for r in b if r["complete"] and r["text_s"] is not None]
@@ -301,7 +321,8 @@ def summarize(paths: list[Path_]) -> dict[str, dict[str, Any]]:
                 "end_p50_ms": _ms(_median(ends)),
                 "complete": sum(r["complete"] for r in b),
                 "n": len(b),
-                "server_cpu_ms_p50": _cpu_median(b),
+                "server_cpu_ms_mean": _cpu_mean(b),
+                "paired_ratio": paired(b, direct.get("b", []), "text_s", "complete"),
             }
         if c:
             entry["c"] = {
@@ -323,8 +344,10 @@ def summarize(paths: list[Path_]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def _cpu_median(records: list[dict[str, Any]]) -> float | None:
-    return _median([r["server_cpu_ms"] for r in records if "server_cpu_ms" in r])
+def _cpu_mean(records: list[dict[str, Any]]) -> float | None:
+    """Mean CPU per turn: the clock ticks in 10 ms steps, so a median would only round."""
+    values = [r["server_cpu_ms"] for r in records if "server_cpu_ms" in r]
+    return round(statistics.fmean(values), 1) if values else None
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -373,8 +396,9 @@ def report(summary: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any
         value = summary[name].get("a", {}).get("p50_ms")
         r = _ratio(value, base)
         ok = ok and r is not None and r <= TARGETS["a"]
-        cpu = summary[name].get("a", {}).get("server_cpu_ms_p50")
-        parts.append(f"{LABELS[name]} {value} ms ({_fmt_ratio(r)}, CPU {cpu} ms/turn)")
+        cpu = summary[name].get("a", {}).get("server_cpu_ms_mean")
+        pr = _fmt_ratio(summary[name].get("a", {}).get("paired_ratio"))
+        parts.append(f"{LABELS[name]} {value} ms ({_fmt_ratio(r)}, paired {pr}, CPU {cpu} ms/turn)")
     verdicts["a"] = ok
     lines.append(
         "a. trivial turn (new context)   "
@@ -394,9 +418,11 @@ def report(summary: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, Any
         r = _ratio(value, base)
         complete = sb.get("complete") == sb.get("n")
         ok = ok and r is not None and r <= TARGETS["b"] and complete
+        pr = _fmt_ratio(sb.get("paired_ratio"))
+        done = f"{sb.get('complete')}/{sb.get('n')} complete"
         parts.append(
-            f"{LABELS[name]} {value} ms ({_fmt_ratio(r)}, {sb.get('complete')}/{sb.get('n')}"
-            f" complete, CPU {sb.get('server_cpu_ms_p50')} ms/turn)"
+            f"{LABELS[name]} {value} ms ({_fmt_ratio(r)}, paired {pr}, {done},"
+            f" CPU {sb.get('server_cpu_ms_mean')} ms/turn)"
         )
     verdicts["b"] = ok
     lines.append(
@@ -570,7 +596,7 @@ async def bench(args: argparse.Namespace) -> int:
         log("warming up")
         wanted = set(args.paths.split(",")) | {"peer"}
         paths = [p for p in paths if p.name in wanted]
-        await warm_up(paths, args.warmup)
+        await warm_up(paths, args.warmup, args.words)
         if "a" in args.cases:
             log(f"a: {args.turns} trivial turns per path")
             await case_a(paths, args.turns)

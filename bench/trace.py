@@ -130,15 +130,13 @@ class TimedDirect(DirectClient):
 
     async def timed_turn(self, prompt: str, expected: str) -> dict[str, float]:
         t0 = time.perf_counter()
-        params = {"directory": self.directory}
-        r = await self.http.post("/session", params=params, json={"title": prompt[:80]})
-        session_id = r.json()["id"]
+        session_id = (await self._post("/session", {"title": prompt[:80]}))["id"]
         t_session = time.perf_counter()
         from .clients import _DirectTurn, _Tracker
 
         turn = self._turns[session_id] = _DirectTurn(_Tracker(expected, t0))
         body = {"parts": [{"type": "text", "text": prompt}], "model": self.model}
-        await self.http.post(f"/session/{session_id}/prompt_async", params=params, json=body)
+        await self._post(f"/session/{session_id}/prompt_async", body)
         t_prompt = time.perf_counter()
         await turn.done.wait()
         t_end = time.perf_counter()

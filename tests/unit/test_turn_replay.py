@@ -998,3 +998,14 @@ async def test_a_resumed_turn_with_a_pending_ask_says_input_required(stored, ann
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+def test_a_block_keeps_deltas_apart_until_its_whole_text_is_asked_for() -> None:
+    block = turn_module._Block("text", "msg_1")
+    for word in ("w0 ", "w1 ", "w2"):
+        block.add(word)
+    assert block.chunks == ["w0 ", "w1 ", "w2"] and block.length == 8
+    assert block.emitted == "w0 w1 w2"
+    assert block.chunks == ["w0 w1 w2"]  # joined once, then kept joined
+    block.add(" w3")
+    assert block.emitted == "w0 w1 w2 w3" and block.length == 11

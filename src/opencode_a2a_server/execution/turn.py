@@ -63,11 +63,26 @@ class TurnRequest:
 
 @dataclass
 class _Block:
-    """What has been streamed of one OpenCode text or reasoning part."""
+    """What has been streamed of one OpenCode text or reasoning part.
+
+    Deltas are kept as a list and joined only when the whole text is asked for (a part
+    update to compare with), so a long answer costs linear time, not quadratic.
+    """
 
     kind: str
     message_id: str
-    emitted: str = ""
+    chunks: list[str] = field(default_factory=list)
+    length: int = 0
+
+    def add(self, delta: str) -> None:
+        self.chunks.append(delta)
+        self.length += len(delta)
+
+    @property
+    def emitted(self) -> str:
+        if len(self.chunks) > 1:
+            self.chunks[:] = ["".join(self.chunks)]
+        return self.chunks[0] if self.chunks else ""
 
 
 @dataclass
@@ -249,9 +264,10 @@ class Turn:
             self._progress.assistant[str(info.get("id"))] = info
             for part in entry.get("parts") or []:
                 if part.get("type") in ("text", "reasoning") and not part.get("synthetic"):
-                    block = _Block(part["type"], str(info.get("id")), part.get("text") or "")
+                    block = _Block(part["type"], str(info.get("id")))
+                    block.add(part.get("text") or "")
                     self._progress.blocks[str(part.get("id"))] = block
-                    if block.emitted:
+                    if block.length:
                         self._progress.streamed[part["type"]] = True
         if self._progress.user_message_id and self.on_user_message:
             await self.on_user_message(self._progress.user_message_id)
@@ -513,8 +529,8 @@ class Turn:
             for delta in self._progress.pending_deltas.pop(part_id, []):
                 await self._emit_delta(block, delta)
             text = part.get("text") or ""
-            if len(text) > len(block.emitted) and text.startswith(block.emitted):
-                await self._emit_delta(block, text[len(block.emitted) :])
+            if len(text) > block.length and text.startswith(block.emitted):
+                await self._emit_delta(block, text[block.length :])
         elif kind == "tool":
             data = tool_call_data(part)
             files = file_notice(part)
@@ -543,9 +559,9 @@ class Turn:
         if self.first_text_at is None and block.kind == "text":
             self.first_text_at = time.monotonic()
         prefix = ""
-        if not block.emitted and self._progress.streamed.get(block.kind):
+        if not block.length and self._progress.streamed.get(block.kind):
             prefix = TEXT_SEPARATOR
-        block.emitted += delta
+        block.add(delta)
         self._progress.streamed[block.kind] = True
         await self.stream.text_chunk(block.kind, prefix + delta, block.message_id)
 
