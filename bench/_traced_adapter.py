@@ -76,6 +76,13 @@ def install() -> None:
 
     _wrap_async(stream.TaskStream, "status", "stream.status", status_detail)
 
+    from a2a.server.agent_execution import active_task
+
+    def event_kind(self: Any, event: Any, *a: Any, **k: Any) -> str:
+        return type(event).__name__
+
+    _wrap_async(active_task.EventConsumer, "_process_event", "sdk.consume", event_kind)
+
     dispatch = events.EventHub.dispatch
 
     def traced_dispatch(self: Any, raw: dict[str, Any]) -> None:
@@ -102,6 +109,8 @@ def install() -> None:
                 body = message.get("body") or b""
                 if b"TASK_STATE_COMPLETED" in body:
                     _record("asgi.send_completed", time.monotonic())
+                elif body:
+                    _record("asgi.send", time.monotonic(), str(len(body)))
             await send(message)
 
         _record("asgi.request_start", start, scope.get("path", ""))
@@ -111,6 +120,18 @@ def install() -> None:
             _record("asgi.request", start, scope.get("path", ""))
 
     observability.RequestLogMiddleware.__call__ = traced_call  # type: ignore[method-assign]
+
+    import gc
+
+    started: dict[str, float] = {}
+
+    def gc_probe(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started["t"] = time.monotonic()
+        elif "t" in started:
+            _record("gc", started.pop("t"), str(info.get("generation")))
+
+    gc.callbacks.append(gc_probe)
 
 
 # --------------------------------------------------------------------------- what-ifs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ from .security.limits import RateLimiter, RateLimitMiddleware, TurnGate, TurnLim
 from .shutdown import Drain, DrainMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
+from .store.gate import WriteGate
 from .store.interrupts import InterruptStore
 from .store.leases import LeaseStore
 from .store.migrations import upgrade
@@ -92,11 +94,12 @@ def create_app(settings: Settings) -> FastAPI:
     client.observer = UpstreamObserver(metrics, tracer)
     metrics.watch_reconnects(lambda: hub.reconnects)
     db_store = DatabaseTaskStore(engine)
+    gate = WriteGate()  # bookkeeping writes wait for new turns' prompts (store/gate.py)
     runtime = Runtime(
         settings=settings,
         client=client,
         hub=hub,
-        task_store=WriteBehindTaskStore(db_store),
+        task_store=WriteBehindTaskStore(db_store, gate=gate),
         bindings=BindingStore(engine),
         interrupts=InterruptService(
             InterruptStore(engine),
@@ -116,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
         interrupts=runtime.interrupts,
         leases=runtime.leases,
         persisted=runtime.task_store.settled,
+        gate=gate,
         options=ExecutorOptions(
             workspace_root=settings.workspace_root,
             allow_directory_override=settings.a2a_allow_directory_override,
@@ -209,6 +213,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             if grpc_listener is not None:
                 await grpc_listener.start()
+            _tune_gc()
             yield
         finally:
             supervisor.cancel()
@@ -419,3 +424,21 @@ async def _health(request: Request) -> JSONResponse:
     if request.app.state.push is not None:
         body["push"] = request.app.state.push.stats.as_dict()
     return JSONResponse(body, status_code=200 if ok and not draining else 503)
+
+
+GC_YOUNG_THRESHOLD = 7000  # objects allocated between two young collections (default 700)
+
+
+def _tune_gc() -> None:
+    """Make the garbage collector cheaper per turn once startup is done.
+
+    What startup made (modules, the app, the SDK's descriptors) lives as long as the
+    process: frozen, it is never traversed again. A turn allocates thousands of
+    short-lived dicts and protobuf messages; collecting the young generation ten times
+    less often cut its passes from ~1.3 ms of CPU per turn, in pauses of up to 2 ms,
+    to a fraction of that.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)

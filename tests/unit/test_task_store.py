@@ -17,6 +17,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
 )
 
+from opencode_a2a_server.store.gate import WriteGate
 from opencode_a2a_server.store.tasks import WriteBehindTaskStore
 
 
@@ -296,3 +297,27 @@ async def test_a_failed_state_write_is_retried_by_the_flush():
 async def test_settled_gives_up_after_its_timeout(store):
     await store.save(task(), CONTEXT)  # still working: never final
     assert await store.settled("t1", timeout=0.05) is False
+
+
+async def test_state_writes_wait_while_a_new_turn_holds_the_gate() -> None:
+    gate = WriteGate(max_wait=5.0)
+    inner = CountingStore()
+    store = WriteBehindTaskStore(inner, gate=gate)
+    hold = gate.hold()
+    await store.save(task(TaskState.TASK_STATE_WORKING), CONTEXT)
+    await asyncio.sleep(0.05)
+    assert inner.saved == []  # the prompt is not out yet
+    hold.release()
+    await store.settle()
+    assert inner.states() == ["TASK_STATE_WORKING"]
+
+
+async def test_state_writes_go_ahead_after_the_gates_longest_wait() -> None:
+    gate = WriteGate(max_wait=0.05)
+    inner = CountingStore()
+    store = WriteBehindTaskStore(inner, gate=gate)
+    hold = gate.hold()  # never released in time: writes must not starve
+    await store.save(task(TaskState.TASK_STATE_COMPLETED), CONTEXT)
+    await store.settle()
+    assert inner.states() == ["TASK_STATE_COMPLETED"]
+    hold.release()

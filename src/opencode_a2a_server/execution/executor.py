@@ -37,6 +37,7 @@ from ..observability.turns import record_turn
 from ..security.input import file_url_inside
 from ..shutdown import stop_turn
 from ..store.bindings import BindingStore
+from ..store.gate import WriteGate
 from ..store.ids import FreshIds
 from ..store.interrupts import Ask
 from ..store.leases import Lease, LeaseStore
@@ -92,6 +93,7 @@ class OpenCodeExecutor(AgentExecutor):
         leases: LeaseStore | None = None,
         event_log: EventLog | None = None,
         persisted: Callable[[str], Awaitable[object]] | None = None,
+        gate: WriteGate | None = None,
     ) -> None:
         self.event_log = event_log or EventLog()
         self.client = client
@@ -102,6 +104,8 @@ class OpenCodeExecutor(AgentExecutor):
         self.leases = leases
         # Waits until a task's final state is in the database (the lease is kept until).
         self.persisted = persisted
+        # Held from a new turn's request until its prompt is out; writes wait at it.
+        self.gate = gate or WriteGate()
         self._turns: dict[str, Turn] = {}
         self._resuming: dict[str, Lease] = {}
         self._runners: set[asyncio.Task[None]] = set()
@@ -125,6 +129,20 @@ class OpenCodeExecutor(AgentExecutor):
         if task is not None and task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
             await self._answer(context, message)
             return
+        hold = self.gate.hold()
+        try:
+            turn = await self._begin(context, message, event_queue)
+            if turn is None:
+                return
+            await turn.wait_prompted()
+        finally:
+            hold.release()
+        await turn.wait_settled()
+
+    async def _begin(
+        self, context: RequestContext, message: Message, event_queue: EventQueue
+    ) -> Turn | None:
+        """Open the task, find or create the session and start the turn (None: it failed)."""
         owner = principal_of(context.call_context)
         # A context id this process just made up has nothing bound to it yet.
         new_context = self.new_contexts.used(context.context_id or "")
@@ -147,7 +165,7 @@ class OpenCodeExecutor(AgentExecutor):
         except UpstreamError as exc:
             failure = failure_from_exception(exc)
             await stream.status(failure.state, failure.message, metadata=failure.metadata())
-            return
+            return None
         turn = Turn(
             client=self.client,
             hub=self.hub,
@@ -158,7 +176,7 @@ class OpenCodeExecutor(AgentExecutor):
             stream_timeout=self.options.stream_timeout,
         )
         self._start(turn, owner)
-        await turn.wait_settled()
+        return turn
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         turn = self._turns.get(context.task_id or "")
@@ -226,9 +244,12 @@ class OpenCodeExecutor(AgentExecutor):
         A lookup for the same context waits for the write (`_binding_written`).
         """
         key = (owner, context_id, directory)
-        write = asyncio.create_task(
-            _quietly(self.bindings.bind(owner, context_id, directory, session_id, title))
-        )
+
+        async def bind() -> None:
+            await self.gate.wait()
+            await self.bindings.bind(owner, context_id, directory, session_id, title)
+
+        write = asyncio.create_task(_quietly(bind()))
         self._binding_writes[key] = write
 
         def forget(done: asyncio.Task[None]) -> None:
@@ -245,6 +266,8 @@ class OpenCodeExecutor(AgentExecutor):
     async def _take_lease(self, turn: Turn, owner: str) -> None:
         if self.leases is None:
             return
+        posted_at_ms = time.time() * 1000 - 50  # before the prompt, whenever this is written
+        await self.gate.wait()
         request = turn.request
         await self.leases.take(
             Lease(
@@ -254,7 +277,7 @@ class OpenCodeExecutor(AgentExecutor):
                 session_id=request.session_id,
                 directory=request.directory,
                 user_message_id=None,
-                posted_at_ms=time.time() * 1000 - 50,
+                posted_at_ms=posted_at_ms,
                 replica="",
                 heartbeat=0.0,
             )

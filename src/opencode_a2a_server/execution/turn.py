@@ -133,6 +133,7 @@ class Turn:
         self._pending: dict[str, Ask] = {}
         self._declined: str | None = None
         self._settled = asyncio.Event()
+        self._prompted = asyncio.Event()  # the prompt went out (or the turn ended first)
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._pushback: Any = None
         # Called once the turn's OpenCode user message is known (for leases).
@@ -166,6 +167,7 @@ class Turn:
             await self._fail(failure_from_exception(exc))
         finally:
             self.phase = Phase.DONE
+            self._prompted.set()
             self._settled.set()
 
     # -- pausing for input ------------------------------------------------------
@@ -181,6 +183,10 @@ class Turn:
     async def wait_settled(self) -> None:
         """Wait until the turn waits for input or has ended."""
         await self._settled.wait()
+
+    async def wait_prompted(self) -> None:
+        """Wait until OpenCode has taken the prompt (or the turn ended without it)."""
+        await self._prompted.wait()
 
     def resuming(self) -> None:
         """An answer is on its way: the turn is no longer settled."""
@@ -225,6 +231,7 @@ class Turn:
         with self.hub.subscribe(self.session_id) as subscription:
             self._progress.posted_at_ms = time.time() * 1000 - 5
             starter = await self._start(subscription)
+            self._prompted.set()
             try:
                 self.phase = Phase.RUNNING
                 await self._consume(subscription)

@@ -24,6 +24,7 @@ from a2a.server.owner_resolver import OwnerResolver, resolve_user_scope
 from a2a.server.tasks import TaskStore
 from a2a.types.a2a_pb2 import ListTasksRequest, ListTasksResponse, Task, TaskState
 
+from .gate import WriteGate
 from .ids import FreshIds
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class WriteBehindTaskStore(TaskStore):
         *,
         owner_resolver: OwnerResolver = resolve_user_scope,
         flush_interval: float = 1.0,
+        gate: WriteGate | None = None,
     ) -> None:
         self._inner = inner
+        self._gate = gate or WriteGate()
         self._owner = owner_resolver
         self._flush_interval = flush_interval
         self._live: dict[tuple[str, str], _Entry] = {}
@@ -133,6 +136,7 @@ class WriteBehindTaskStore(TaskStore):
         # The event that brought the change goes to its clients first: the write's own
         # work on the event loop (SQLAlchemy) would otherwise run ahead of it.
         await asyncio.sleep(STATE_WRITE_DELAY)
+        await self._gate.wait()  # and after any new turn's prompt (see store/gate.py)
         try:
             while entry.dirty and entry.task.status.state != entry.persisted_state:
                 await self._write(key, entry)
@@ -169,6 +173,7 @@ class WriteBehindTaskStore(TaskStore):
         # Loops: a change saved while a flush is writing must not wait for the next save.
         while True:
             await asyncio.sleep(self._flush_interval)
+            await self._gate.wait()
             try:
                 await self.flush()
             except Exception:
