@@ -15,7 +15,7 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
-from a2a.server.tasks import DatabasePushNotificationConfigStore, DatabaseTaskStore
+from a2a.server.tasks import DatabasePushNotificationConfigStore
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
@@ -46,6 +46,7 @@ from .security.limits import RateLimiter, RateLimitMiddleware, TurnGate, TurnLim
 from .shutdown import Drain, DrainMiddleware
 from .store.bindings import BindingStore
 from .store.database import create_engine
+from .store.durable_tasks import UpsertTaskStore
 from .store.gate import WriteGate
 from .store.interrupts import InterruptStore
 from .store.leases import LeaseStore
@@ -93,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     tracer = tracing.tracer()
     client.observer = UpstreamObserver(metrics, tracer)
     metrics.watch_reconnects(lambda: hub.reconnects)
-    db_store = DatabaseTaskStore(engine)
+    db_store = UpsertTaskStore(engine)
     gate = WriteGate()  # bookkeeping writes wait for new turns' prompts (store/gate.py)
     runtime = Runtime(
         settings=settings,

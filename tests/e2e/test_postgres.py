@@ -13,10 +13,12 @@ import httpx
 import pytest
 from a2a.types.a2a_pb2 import Part, TaskState
 
+from opencode_a2a_server.store.database import create_engine
 from opencode_a2a_server.store.migrations import LATEST
 from opencode_a2a_server.testing.stack import AdapterProcess
 from opencode_a2a_server.upstream.process import ManagedOpenCode
 
+from ..unit.durable_tasks_checks import check_round_trip
 from .a2a import A2AHarness, artifact_text, last_status, metadata_of, states, task_id_of
 from .conftest import adapter_env
 from .postgres import ThrowawayPostgres
@@ -126,3 +128,13 @@ def test_migrate_command_on_postgres(postgres: ThrowawayPostgres, tmp_path: Path
         "session_owners",
         "turn_leases",
     } <= set(tables.split(","))
+
+
+async def test_task_upserts_match_the_sdks_rows_on_postgres(postgres: ThrowawayPostgres) -> None:
+    ours = create_engine(postgres.create_database(f"ours_{uuid.uuid4().hex[:8]}"))
+    theirs = create_engine(postgres.create_database(f"theirs_{uuid.uuid4().hex[:8]}"))
+    try:
+        await check_round_trip(ours, theirs)
+    finally:
+        await ours.dispose()
+        await theirs.dispose()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, select
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .database import upsert_for
 
 metadata = MetaData()
 
@@ -30,6 +33,19 @@ session_owners = Table(
 )
 
 
+# Every turn on a new context runs these: built once, executed with parameters (their
+# construction cost more CPU than their execution).
+_UNBIND = session_bindings.delete().where(
+    session_bindings.c.owner == bindparam("key_owner"),
+    session_bindings.c.context_id == bindparam("key_context"),
+)
+_BIND = session_bindings.insert()
+_OWNER_OF = select(session_owners.c.owner).where(
+    session_owners.c.session_id == bindparam("key_session")
+)
+_CLAIM = session_owners.insert()
+
+
 @dataclass(frozen=True)
 class Binding:
     session_id: str
@@ -41,6 +57,22 @@ class BindingStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._upserts: tuple[Any, Any] | None = None
+        upsert = upsert_for(engine)
+        if upsert is not None:
+            # One statement each instead of delete + insert and select + insert.
+            rebind = upsert(session_bindings)
+            rebind = rebind.on_conflict_do_update(
+                index_elements=[session_bindings.c.owner, session_bindings.c.context_id],
+                set_={
+                    name: rebind.excluded[name]
+                    for name in ("session_id", "directory", "created_at")
+                },
+            )
+            first_claim = upsert(session_owners).on_conflict_do_nothing(
+                index_elements=[session_owners.c.session_id]
+            )
+            self._upserts = (rebind, first_claim)
 
     async def get(self, owner: str, context_id: str, directory: str) -> Binding | None:
         query = select(session_bindings.c.session_id, session_bindings.c.directory).where(
@@ -56,30 +88,26 @@ class BindingStore:
     ) -> None:
         """Record the binding and claim the session for `owner` (first owner wins)."""
         key = _key(context_id, directory)
+        row = {
+            "owner": owner,
+            "context_id": key,
+            "session_id": session_id,
+            "directory": directory,
+            "created_at": time.time(),
+        }
+        claim = {"session_id": session_id, "owner": owner, "title": title[:255]}
+        if self._upserts is not None:
+            rebind, first_claim = self._upserts
+            async with self._engine.begin() as conn:
+                await conn.execute(rebind, row)
+                await conn.execute(first_claim, claim)
+            return
         async with self._engine.begin() as conn:
-            await conn.execute(
-                session_bindings.delete().where(
-                    session_bindings.c.owner == owner, session_bindings.c.context_id == key
-                )
-            )
-            await conn.execute(
-                session_bindings.insert().values(
-                    owner=owner,
-                    context_id=key,
-                    session_id=session_id,
-                    directory=directory,
-                    created_at=time.time(),
-                )
-            )
-            claimed = await conn.execute(
-                select(session_owners.c.owner).where(session_owners.c.session_id == session_id)
-            )
+            await conn.execute(_UNBIND, {"key_owner": owner, "key_context": key})
+            await conn.execute(_BIND, row)
+            claimed = await conn.execute(_OWNER_OF, {"key_session": session_id})
             if claimed.first() is None:
-                await conn.execute(
-                    session_owners.insert().values(
-                        session_id=session_id, owner=owner, title=title[:255]
-                    )
-                )
+                await conn.execute(_CLAIM, claim)
 
     async def claim(self, owner: str, session_id: str, title: str = "") -> str:
         """Make `owner` the session's owner unless it has one; return the owner."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -20,6 +23,14 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_pre_ping=True)
+
+
+_UPSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def upsert_for(engine: AsyncEngine) -> Callable[..., Any] | None:
+    """The dialect's INSERT with ON CONFLICT clauses (SQLite, PostgreSQL), else None."""
+    return _UPSERTS.get(engine.dialect.name)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

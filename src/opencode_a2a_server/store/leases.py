@@ -9,9 +9,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, or_, select, update
+from sqlalchemy import (
+    Column,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .database import upsert_for
 
 metadata = MetaData()
 
@@ -27,6 +42,16 @@ turn_leases = Table(
     Column("posted_at_ms", Float, nullable=False),
     Column("replica", String(255), nullable=False),
     Column("heartbeat", Float, nullable=False),
+)
+
+
+# Every turn takes, notes and releases its lease: built once, executed with parameters.
+_DROP = delete(turn_leases).where(turn_leases.c.task_id == bindparam("key_task"))
+_TAKE = turn_leases.insert()
+_NOTE = (
+    update(turn_leases)
+    .where(turn_leases.c.task_id == bindparam("key_task"))
+    .values(user_message_id=bindparam("message_id"))
 )
 
 
@@ -47,27 +72,31 @@ class LeaseStore:
     def __init__(self, engine: AsyncEngine, replica: str) -> None:
         self._engine = engine
         self.replica = replica
+        self._take: Any = None
+        upsert = upsert_for(engine)
+        if upsert is not None:  # one statement instead of delete + insert
+            statement = upsert(turn_leases)
+            self._take = statement.on_conflict_do_update(
+                index_elements=[turn_leases.c.task_id],
+                set_={c.name: statement.excluded[c.name] for c in turn_leases.c},
+            )
 
     async def take(self, lease: Lease) -> None:
+        row = {**lease.__dict__, "replica": self.replica, "heartbeat": time.time()}
         async with self._engine.begin() as conn:
-            await conn.execute(delete(turn_leases).where(turn_leases.c.task_id == lease.task_id))
-            await conn.execute(
-                turn_leases.insert().values(
-                    **{**lease.__dict__, "replica": self.replica, "heartbeat": time.time()}
-                )
-            )
+            if self._take is not None:
+                await conn.execute(self._take, row)
+                return
+            await conn.execute(_DROP, {"key_task": lease.task_id})
+            await conn.execute(_TAKE, row)
 
     async def note_message(self, task_id: str, user_message_id: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(turn_leases)
-                .where(turn_leases.c.task_id == task_id)
-                .values(user_message_id=user_message_id)
-            )
+            await conn.execute(_NOTE, {"key_task": task_id, "message_id": user_message_id})
 
     async def release(self, task_id: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(delete(turn_leases).where(turn_leases.c.task_id == task_id))
+            await conn.execute(_DROP, {"key_task": task_id})
 
     async def hand_off(self, task_id: str) -> None:
         """Leave a turn this process stops driving to the next one (shutdown).
