@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.server.tasks import DatabaseTaskStore
 from a2a.types.a2a_pb2 import (
@@ -20,20 +19,8 @@ from a2a.types.a2a_pb2 import (
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from opencode_a2a_server.handler import Principal as Caller
 from opencode_a2a_server.store.durable_tasks import UpsertTaskStore
-
-
-class Caller(User):
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
 
 
 def sample_task(task_id: str, state: int = TaskState.TASK_STATE_WORKING) -> Task:

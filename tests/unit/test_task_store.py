@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
 from a2a.server.tasks import InMemoryTaskStore
 from a2a.types.a2a_pb2 import (
@@ -17,21 +16,9 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
 )
 
+from opencode_a2a_server.handler import Principal as NamedUser
 from opencode_a2a_server.store.gate import WriteGate
 from opencode_a2a_server.store.tasks import WriteBehindTaskStore
-
-
-class NamedUser(User):
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def user_name(self) -> str:
-        return self._name
 
 
 class CountingStore(InMemoryTaskStore):
