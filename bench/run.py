@@ -95,9 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench.run", description=__doc__.split("\n\n")[0] if __doc__ else ""
     )
     parser.add_argument("--peer", action="store_true", help="also measure opencode-a2a 1.4.0")
-    parser.add_argument("--turns", type=int, default=20, help="(a) trivial turns per path")
+    parser.add_argument("--turns", type=int, default=40, help="(a) trivial turns per path")
     parser.add_argument("--words", type=int, default=2000, help="(b) words in the long answer")
-    parser.add_argument("--long-reps", type=int, default=20, help="(b) repetitions per path")
+    parser.add_argument("--long-reps", type=int, default=30, help="(b) repetitions per path")
     parser.add_argument("--concurrency", type=int, default=50, help="(c) concurrent turns")
     parser.add_argument("--batch-words", type=int, default=200, help="(c) words per turn")
     parser.add_argument("--batch-reps", type=int, default=5, help="(c) batches per path")
@@ -154,6 +154,24 @@ def machine_info(opencode_version: str | None) -> dict[str, Any]:
         "adapter": adapter_version,
         "commit": commit,
     }
+
+
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (/proc/stat: user … steal), in clock ticks."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+        return [int(f) for f in fields]
+    except (OSError, IndexError, ValueError):
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float | None:
+    """Share of the machine's CPU time the hypervisor gave to others (noise indicator)."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(delta)
+    return round(delta[7] / total, 4) if total else None
 
 
 # --------------------------------------------------------------------------- running
@@ -593,6 +611,7 @@ async def bench(args: argparse.Namespace) -> int:
                 clients.append(client)
                 paths.append(Path_("peer", client.turn, pid=peer.proc.pid))
         idle_rss = rss_bytes(adapter.proc.pid)
+        ticks = cpu_ticks()
         log("warming up")
         wanted = set(args.paths.split(",")) | {"peer"}
         paths = [p for p in paths if p.name in wanted]
@@ -607,6 +626,7 @@ async def bench(args: argparse.Namespace) -> int:
             log(f"c: {args.batch_reps} x {args.concurrency} concurrent turns per path")
             await case_c(paths, args.concurrency, args.batch_words, args.batch_reps, opencode.pid)
         summary = summarize(paths)
+        steal = steal_share(ticks, cpu_ticks())
         if args.peer and peer is None:
             summary["peer"] = {"failed": f"could not start: {peer_problem}"}
         lines, verdicts = report(summary)
@@ -616,7 +636,8 @@ async def bench(args: argparse.Namespace) -> int:
             + (f", peer opencode-a2a {PEER_VERSION}" if args.peer else "")
             + f"; {info['nproc']} CPUs, {info['cpu']}; a: median of {args.turns},"
             f" b: {args.words} words median of {args.long_reps},"
-            f" c: {args.concurrency} x {args.batch_words} words median of {args.batch_reps}"
+            f" c: {args.concurrency} x {args.batch_words} words median of {args.batch_reps};"
+            f" CPU steal {'n/a' if steal is None else f'{steal:.1%}'}"
         )
         for line in lines:
             print(line)
@@ -629,6 +650,7 @@ async def bench(args: argparse.Namespace) -> int:
                 "targets": TARGETS,
                 "verdicts": verdicts,
                 "adapter_idle_rss_mb": round(idle_rss / 2**20, 1),
+                "cpu_steal_share": steal,
                 "summary": summary,
                 "raw": {p.name: p.results for p in paths},
                 "lines": lines,
