@@ -164,6 +164,8 @@ class _DirectTurn:
 class DirectClient:
     """OpenCode's own API, with one shared event subscription for all turns."""
 
+    watch_all = False  # decode every event, not only while a turn of this client runs
+
     def __init__(
         self,
         base_url: str,
@@ -204,7 +206,7 @@ class DirectClient:
             async for payload in sse_events(response):
                 if not self._connected.is_set():
                     self._connected.set()
-                if self._turns:  # nothing to route when no turn is running
+                if self._turns or self.watch_all:  # nothing to route when no turn runs
                     self._dispatch(payload)
         for turn in self._turns.values():
             turn.error = {"name": "stream closed"}
