@@ -8,7 +8,8 @@ of a turn: the session created, the user message stored, the assistant message
 started, the first and last text delta, the session idle. Turns alternate between the
 direct client and the adapter (A2A 1.0 JSON-RPC streaming); the medians of each step,
 in ms from the client's first byte, show which step the adapter lengthens. Each prompt
-carries a marker (`#jsonrpc7`) so the watcher can tell the turns apart by title.
+carries a marker (`#jsonrpc7`) so the watcher can tell the turns apart by title; a
+trivial answer then echoes the marker, so "text complete" is shown for long answers.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ async def run(turns: int, words: int) -> dict[str, dict[str, float]]:
                 steps = watcher.seen.pop(prompt[:80], {})
                 if i >= WARM_UP and steps:
                     row = {k: (v - t0) * 1000 for k, v in steps.items()}
+                    if result.text_s is not None:
+                        row["client: text complete"] = result.text_s * 1000
                     row["client: turn over"] = (result.end_s or 0) * 1000
                     rows[name].append(row)
                 await asyncio.sleep(0.3)
@@ -108,7 +111,7 @@ async def run(turns: int, words: int) -> dict[str, dict[str, float]]:
             adapter.stop()
         await opencode.stop()
         model.stop()
-    keys = [*STEPS, "client: turn over"]
+    keys = [*STEPS, "client: text complete", "client: turn over"]
     return {
         name: {
             k: round(statistics.median(r[k] for r in found if k in r), 1)

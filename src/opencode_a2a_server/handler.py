@@ -257,7 +257,9 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
                 json_format.MessageToDict(message.metadata),
                 json_format.MessageToDict(params.metadata),
             )
-            await self.executor.plan(message, meta, owner)
+            plan = await self.executor.plan(message, meta, owner)
+            # The session can be created while the SDK sets the request up.
+            self.executor.start_session_early(message, plan)
         except AdapterError as exc:
             if isinstance(exc, UpstreamError):
                 return  # the turn itself reports upstream trouble, as a failed task

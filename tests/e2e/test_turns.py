@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
+import httpx
 import pytest
 from a2a.types.a2a_pb2 import TaskState
+
+from opencode_a2a_server.upstream.process import ManagedOpenCode
 
 from .a2a import (
     COMBOS,
@@ -61,3 +67,19 @@ async def test_non_streaming_send_returns_finished_task(
     assert artifact_text(task) == ANSWER.format(prompt)
     assert len(next(a for a in task.artifacts if a.name == "response").parts) == 1
     assert metadata_of(task)["shared"]["usage"]["total_tokens"] > 0
+
+
+@pytest.mark.parametrize(("version", "binding"), COMBOS)
+async def test_a_new_conversation_creates_exactly_one_session(
+    a2a: A2AHarness, opencode: ManagedOpenCode, workspace: Path, version: str, binding: str
+) -> None:
+    # The session is created early, while the SDK sets the request up: never twice.
+    prompt = f"one session {binding} {version} {uuid.uuid4().hex[:8]}"
+    events = await a2a.send(prompt, version=version, binding=binding)
+    session_id = metadata_of(last_status(events))["shared"]["session"]["id"]
+    async with httpx.AsyncClient(auth=(opencode.username, opencode.password)) as http:
+        listed = await http.get(
+            f"{opencode.base_url}/session", params={"directory": str(workspace)}
+        )
+    titled = [s["id"] for s in listed.json() if s.get("title") == prompt]
+    assert titled == [session_id]

@@ -115,6 +115,9 @@ class OpenCodeExecutor(AgentExecutor):
         )
         self._binding_writes: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self.new_contexts = FreshIds()  # context ids for requests that name none
+        # Sessions created while the SDK was still setting up their request, by message id.
+        self._early: dict[str, tuple[str, asyncio.Task[dict[str, Any]]]] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # -- the AgentExecutor interface -------------------------------------------------
 
@@ -152,7 +155,13 @@ class OpenCodeExecutor(AgentExecutor):
             raise InvalidParamsError(exc.message) from None
         # The session is looked up or created while the SDK takes the new task in.
         preparing = asyncio.create_task(
-            self._turn_request(plan, owner, context.context_id or "", new_context=new_context)
+            self._turn_request(
+                plan,
+                owner,
+                context.context_id or "",
+                new_context=new_context,
+                message_id=message.message_id,
+            )
         )
         await asyncio.sleep(0)  # let it send its first request before the task is opened
         try:
@@ -462,7 +471,12 @@ class OpenCodeExecutor(AgentExecutor):
         return str(session.get("title") or ""), directory
 
     async def _turn_request(
-        self, plan: Plan, owner: str, context_id: str, new_context: bool = False
+        self,
+        plan: Plan,
+        owner: str,
+        context_id: str,
+        new_context: bool = False,
+        message_id: str = "",
     ) -> TurnRequest:
         body: dict[str, Any] = {"parts": plan.parts, **plan.options}
         if plan.model:
@@ -480,7 +494,7 @@ class OpenCodeExecutor(AgentExecutor):
             session_id, title = plan.session_ref, plan.session_title or ""
         else:
             session_id, title = await self._bound_session(
-                owner, context_id, plan, new_context=new_context
+                owner, context_id, plan, new_context=new_context, message_id=message_id
             )
         return TurnRequest(
             session_id=session_id,
@@ -492,22 +506,68 @@ class OpenCodeExecutor(AgentExecutor):
             file_caps=self.options.file_caps,
         )
 
+    def start_session_early(self, message: Message, plan: Plan) -> None:
+        """Create the session of a new conversation while the SDK sets up its request.
+
+        Called once the message is known to be valid; `_bound_session` takes the
+        session over. One that no turn takes within EARLY_SESSION_TTL is deleted.
+        """
+        if message.task_id or message.context_id or plan.session_ref is not None:
+            return  # only a new conversation gets a new session for sure
+        if not message.message_id or message.message_id in self._early:
+            return
+        creating = asyncio.create_task(
+            self.client.create_session(plan.directory, session_title(plan.parts))
+        )
+        self._early[message.message_id] = (plan.directory, creating)
+        asyncio.get_running_loop().call_later(
+            EARLY_SESSION_TTL, self._drop_early, message.message_id, creating
+        )
+
+    def _drop_early(self, message_id: str, creating: asyncio.Task[dict[str, Any]]) -> None:
+        entry = self._early.get(message_id)
+        if entry is None or entry[1] is not creating:
+            return  # taken by its turn
+        del self._early[message_id]
+        directory = entry[0]
+
+        async def delete() -> None:
+            session = await creating
+            await self.client.request("DELETE", f"/session/{session['id']}", directory=directory)
+
+        cleanup = asyncio.create_task(_quietly(delete()))
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+
     async def _bound_session(
-        self, owner: str, context_id: str, plan: Plan, new_context: bool = False
+        self,
+        owner: str,
+        context_id: str,
+        plan: Plan,
+        new_context: bool = False,
+        message_id: str = "",
     ) -> tuple[str, str]:
         title = session_title(plan.parts)
+        early = self._early.pop(message_id, None) if message_id else None
+        if early is not None and (not new_context or early[0] != plan.directory):
+            self._early[message_id] = early  # not this turn's: left to expire
+            early = None
         if not new_context:  # a context the client did not name cannot have a binding
             await self._binding_written(owner, context_id, plan.directory)
             binding = await self.bindings.get(owner, context_id, plan.directory)
             if binding is not None:
                 return binding.session_id, title
-        session = await self.client.create_session(plan.directory, title)
+        if early is not None:
+            session = await early[1]
+        else:
+            session = await self.client.create_session(plan.directory, title)
         session_id = str(session["id"])
         self._bind_behind(owner, context_id, plan.directory, session_id, title)
         return session_id, str(session.get("title") or title)
 
 
 RESUME_KEY = "resume"
+EARLY_SESSION_TTL = 30.0  # seconds an early session waits for its turn before deletion
 SESSION_ID = re.compile(r"ses_[0-9A-Za-z]+")
 LEASE_STALE_AFTER = 35.0  # seconds without heartbeat before a lease is adopted
 
