@@ -259,7 +259,8 @@ class OpenCodeRequestHandler(DefaultRequestHandler):
             )
             plan = await self.executor.plan(message, meta, owner)
             # The session can be created while the SDK sets the request up.
-            self.executor.start_session_early(message, plan)
+            if self.executor.start_session_early(message, plan):
+                await asyncio.sleep(0)  # let its request go out before the SDK's work
         except AdapterError as exc:
             if isinstance(exc, UpstreamError):
                 return  # the turn itself reports upstream trouble, as a failed task

@@ -506,16 +506,16 @@ class OpenCodeExecutor(AgentExecutor):
             file_caps=self.options.file_caps,
         )
 
-    def start_session_early(self, message: Message, plan: Plan) -> None:
+    def start_session_early(self, message: Message, plan: Plan) -> bool:
         """Create the session of a new conversation while the SDK sets up its request.
 
         Called once the message is known to be valid; `_bound_session` takes the
         session over. One that no turn takes within EARLY_SESSION_TTL is deleted.
         """
         if message.task_id or message.context_id or plan.session_ref is not None:
-            return  # only a new conversation gets a new session for sure
+            return False  # only a new conversation gets a new session for sure
         if not message.message_id or message.message_id in self._early:
-            return
+            return False
         creating = asyncio.create_task(
             self.client.create_session(plan.directory, session_title(plan.parts))
         )
@@ -523,6 +523,7 @@ class OpenCodeExecutor(AgentExecutor):
         asyncio.get_running_loop().call_later(
             EARLY_SESSION_TTL, self._drop_early, message.message_id, creating
         )
+        return True
 
     def _drop_early(self, message_id: str, creating: asyncio.Task[dict[str, Any]]) -> None:
         entry = self._early.get(message_id)
