@@ -39,6 +39,7 @@ from opencode_a2a_server.testing.scripted_model import (
     group_chunks,
     numbered_words,
 )
+from opencode_a2a_server.upstream.events import parse_sse
 
 TURN_TIMEOUT = 600.0
 TERMINAL = {
@@ -110,25 +111,14 @@ class _Tracker:
         return r
 
 
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The `data:` payloads of an SSE response, one bytes object per event.
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """The decoded events of an SSE response, split on the raw bytes as they arrive.
 
-    Splits the raw body at blank lines as it arrives: the cheapest correct reading of
-    an SSE stream in Python, so neither client's own parsing slows what it measures.
+    The adapter's own parser (the cheapest correct reading of an SSE stream in Python),
+    so neither client's parsing slows what it measures more than the other's.
     """
-    buffer = b""
-    async for chunk in response.content.iter_any():
-        buffer = buffer + chunk if buffer else chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
-        start = 0
-        while (end := buffer.find(b"\n\n", start)) != -1:
-            lines = buffer[start:end].split(b"\n")
-            start = end + 2
-            data = [line[5:].lstrip() for line in lines if line.startswith(b"data:")]
-            if data:
-                yield b"\n".join(data)
-        buffer = buffer[start:]
+    async for event in parse_sse(response.content.iter_any()):
+        yield event
 
 
 def _session(max_connections: int, headers: dict[str, str]) -> aiohttp.ClientSession:
@@ -203,11 +193,11 @@ class DirectClient:
         params = {"directory": self.directory}
         async with self.http.get(f"{self.base_url}/event", params=params) as response:
             response.raise_for_status()
-            async for payload in sse_events(response):
+            async for event in sse_events(response):
                 if not self._connected.is_set():
                     self._connected.set()
                 if self._turns or self.watch_all:  # nothing to route when no turn runs
-                    self._dispatch(payload)
+                    self._dispatch(event)
         for turn in self._turns.values():
             turn.error = {"name": "stream closed"}
             turn.done.set()
@@ -219,8 +209,7 @@ class DirectClient:
             response.raise_for_status()
             return await response.json(content_type=None)
 
-    def _dispatch(self, payload: bytes) -> None:
-        event = json.loads(payload)
+    def _dispatch(self, event: dict[str, Any]) -> None:
         event = event.get("payload", event)
         props = event.get("properties") or {}
         turn = self._turns.get(props.get("sessionID"))
@@ -361,9 +350,9 @@ class A2AClient:
                     if response.status != 200:
                         text = await response.text()
                         raise RuntimeError(f"HTTP {response.status}: {text[:200]}")
-                    async for payload in sse_events(response):
+                    async for event in sse_events(response):
                         events += 1
-                        state = self._apply(json.loads(payload), texts, tracker) or state
+                        state = self._apply(event, texts, tracker) or state
                         if state in TERMINAL:
                             break
             text = "".join(texts.values())

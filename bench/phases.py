@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -43,10 +42,9 @@ class Watcher(DirectClient):
         self.titles: dict[str, str] = {}
         self.seen: dict[str, dict[str, float]] = {}
 
-    def _dispatch(self, payload: bytes) -> None:
+    def _dispatch(self, raw: dict[str, Any]) -> None:
         now = time.perf_counter()
-        event = json.loads(payload)
-        event = event.get("payload", event)
+        event = raw.get("payload", raw)
         props = event.get("properties") or {}
         kind = event.get("type")
         session = props.get("sessionID")
@@ -63,7 +61,7 @@ class Watcher(DirectClient):
             elif kind == "session.idle":
                 steps["idle"] = now
             steps.setdefault(str(kind), now)
-        super()._dispatch(payload)
+        super()._dispatch(raw)
 
 
 async def run(turns: int, words: int) -> dict[str, dict[str, float]]:
@@ -74,9 +72,7 @@ async def run(turns: int, words: int) -> dict[str, dict[str, float]]:
     opencode = await start_opencode(tmp / "opencode", workspace, model.url)
     adapter = None
     env = adapter_env(
-        base_url=opencode.base_url,
-        username=opencode.username,
-        password=opencode.password,
+        opencode,
         workspace=workspace,
         db=tmp / "adapter.db",
         token="phases-token-0123456789abcdef",

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from opencode_a2a_server.testing.stack import AdapterProcess, free_port
+from opencode_a2a_server.upstream.process import ManagedOpenCode
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PEER_PACKAGE = "opencode-a2a"
@@ -113,12 +114,13 @@ class ModelProcess:
 
 
 def adapter_env(
-    *, base_url: str, username: str, password: str, workspace: Path, db: Path, token: str
+    opencode: ManagedOpenCode, *, workspace: Path, db: Path, token: str
 ) -> dict[str, str]:
+    """Configuration of this adapter against the benchmark's OpenCode."""
     return {
-        "OPENCODE_BASE_URL": base_url,
-        "OPENCODE_SERVER_USERNAME": username,
-        "OPENCODE_SERVER_PASSWORD": password,
+        "OPENCODE_BASE_URL": opencode.base_url,
+        "OPENCODE_SERVER_USERNAME": opencode.username,
+        "OPENCODE_SERVER_PASSWORD": opencode.password,
         "OPENCODE_WORKSPACE_ROOT": str(workspace),
         "OPENCODE_PROVIDER_ID": "fake",
         "OPENCODE_MODEL_ID": "fake-1",

@@ -566,9 +566,7 @@ async def bench(args: argparse.Namespace) -> int:
         info = machine_info(version)
         log(f"OpenCode {version} at {opencode.base_url} (pid {opencode.pid})")
         env = adapter_env(
-            base_url=opencode.base_url,
-            username=opencode.username,
-            password=opencode.password,
+            opencode,
             workspace=workspace,
             db=tmp / "adapter.db",
             token="bench-token-0123456789abcdef",

@@ -182,9 +182,7 @@ async def _run(
     args: argparse.Namespace, tmp: Path, workspace: Path, model: Any, opencode: Any
 ) -> None:
     env = adapter_env(
-        base_url=opencode.base_url,
-        username=opencode.username,
-        password=opencode.password,
+        opencode,
         workspace=workspace,
         db=tmp / "adapter.db",
         token="trace-token-0123456789",

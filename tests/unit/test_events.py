@@ -13,7 +13,7 @@ from opencode_a2a_server.upstream.events import (
     StreamLost,
     StreamRestored,
     Subscription,
-    _parse_sse,
+    parse_sse,
 )
 
 from .recordings import created_sessions, load_events, session_of, session_titled
@@ -222,7 +222,7 @@ async def test_wait_connected(hub):
     assert hub.connected
 
 
-# -- _parse_sse --------------------------------------------------------------------------
+# -- parse_sse --------------------------------------------------------------------------
 
 
 async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -233,9 +233,9 @@ async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
 async def parse(lines: Iterable[str], newline: str = "\n") -> list[dict[str, Any]]:
     """Parse the lines as one stream, whole and cut into chunks of every size up to 9."""
     data = "".join(line + newline for line in lines).encode()
-    whole = [item async for item in _parse_sse(_chunks(data, max(len(data), 1)))]
+    whole = [item async for item in parse_sse(_chunks(data, max(len(data), 1)))]
     for size in range(1, 10):
-        assert [item async for item in _parse_sse(_chunks(data, size))] == whole, size
+        assert [item async for item in parse_sse(_chunks(data, size))] == whole, size
     return whole
 
 
@@ -296,7 +296,7 @@ async def test_parse_sse_skips_an_event_that_is_not_utf8():
         yield b"data: \xff\xfe\n\n"
         yield b'data: {"ok": 1}\n\n'
 
-    assert [item async for item in _parse_sse(stream())] == [{"ok": 1}]
+    assert [item async for item in parse_sse(stream())] == [{"ok": 1}]
 
 
 async def test_parse_sse_over_a_recording_round_trips_every_event():

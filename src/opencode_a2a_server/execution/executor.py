@@ -549,9 +549,10 @@ class OpenCodeExecutor(AgentExecutor):
         message_id: str = "",
     ) -> tuple[str, str]:
         title = session_title(plan.parts)
-        early = self._early.pop(message_id, None) if message_id else None
-        if early is not None and (not new_context or early[0] != plan.directory):
-            self._early[message_id] = early  # not this turn's: left to expire
+        # Only a context this process made up can have an early session (see above).
+        early = self._early.pop(message_id, None) if new_context and message_id else None
+        if early is not None and early[0] != plan.directory:
+            self._early[message_id] = early  # another request's: left to expire
             early = None
         if not new_context:  # a context the client did not name cannot have a binding
             await self._binding_written(owner, context_id, plan.directory)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Column, Float, MetaData, String, Table, Text, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .database import upsert_for
+from .database import upsert_statement
 
 metadata = MetaData()
 
@@ -57,22 +56,10 @@ class BindingStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._upserts: tuple[Any, Any] | None = None
-        upsert = upsert_for(engine)
-        if upsert is not None:
-            # One statement each instead of delete + insert and select + insert.
-            rebind = upsert(session_bindings)
-            rebind = rebind.on_conflict_do_update(
-                index_elements=[session_bindings.c.owner, session_bindings.c.context_id],
-                set_={
-                    name: rebind.excluded[name]
-                    for name in ("session_id", "directory", "created_at")
-                },
-            )
-            first_claim = upsert(session_owners).on_conflict_do_nothing(
-                index_elements=[session_owners.c.session_id]
-            )
-            self._upserts = (rebind, first_claim)
+        # One statement each instead of delete + insert and select + insert (None on a
+        # database without ON CONFLICT).
+        self._rebind = upsert_statement(engine, session_bindings, ["owner", "context_id"])
+        self._first_claim = upsert_statement(engine, session_owners, ["session_id"], update=False)
 
     async def get(self, owner: str, context_id: str, directory: str) -> Binding | None:
         query = select(session_bindings.c.session_id, session_bindings.c.directory).where(
@@ -96,11 +83,10 @@ class BindingStore:
             "created_at": time.time(),
         }
         claim = {"session_id": session_id, "owner": owner, "title": title[:255]}
-        if self._upserts is not None:
-            rebind, first_claim = self._upserts
+        if self._rebind is not None and self._first_claim is not None:
             async with self._engine.begin() as conn:
-                await conn.execute(rebind, row)
-                await conn.execute(first_claim, claim)
+                await conn.execute(self._rebind, row)
+                await conn.execute(self._first_claim, claim)
             return
         async with self._engine.begin() as conn:
             await conn.execute(_UNBIND, {"key_owner": owner, "key_context": key})

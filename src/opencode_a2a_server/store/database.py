@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.url import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -28,9 +28,24 @@ def create_engine(url: str) -> AsyncEngine:
 _UPSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def upsert_for(engine: AsyncEngine) -> Callable[..., Any] | None:
-    """The dialect's INSERT with ON CONFLICT clauses (SQLite, PostgreSQL), else None."""
-    return _UPSERTS.get(engine.dialect.name)
+def upsert_statement(
+    engine: AsyncEngine, table: Table, keys: Sequence[str], *, update: bool = True
+) -> Any | None:
+    """`INSERT … ON CONFLICT (keys)` for the engine's dialect, built to be reused.
+
+    With `update`, a conflicting row takes the new values of every other column; without,
+    the existing row is kept. None on a database without ON CONFLICT (neither SQLite nor
+    PostgreSQL): the caller keeps its portable statements for that case.
+    """
+    insert = _UPSERTS.get(engine.dialect.name)
+    if insert is None:
+        return None
+    statement = insert(table)
+    index = [table.c[key] for key in keys]
+    if not update:
+        return statement.on_conflict_do_nothing(index_elements=index)
+    others = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=index, set_=others)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -17,7 +17,7 @@ from a2a.server.tasks import DatabaseTaskStore
 from a2a.types.a2a_pb2 import Task
 from google.protobuf.json_format import MessageToDict
 
-from .database import upsert_for
+from .database import upsert_statement
 
 
 class UpsertTaskStore(DatabaseTaskStore):
@@ -37,16 +37,9 @@ class UpsertTaskStore(DatabaseTaskStore):
 
     def _upsert_statement(self) -> Any:
         """Built once: the statement's construction costs more than its execution."""
-        if self._upsert is None:
-            insert = upsert_for(self.engine)
-            if insert is None or self.core_to_model_conversion is not None:
-                return None
+        if self._upsert is None and self.core_to_model_conversion is None:
             table: Any = self.task_model.__table__
-            statement = insert(table)
-            self._upsert = statement.on_conflict_do_update(
-                index_elements=[table.c["id"]],
-                set_={c.name: statement.excluded[c.name] for c in table.c if c.name != "id"},
-            )
+            self._upsert = upsert_statement(self.engine, table, ["id"])
         return self._upsert
 
 

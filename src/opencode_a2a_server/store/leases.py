@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -26,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .database import upsert_for
+from .database import upsert_statement
 
 metadata = MetaData()
 
@@ -72,14 +71,8 @@ class LeaseStore:
     def __init__(self, engine: AsyncEngine, replica: str) -> None:
         self._engine = engine
         self.replica = replica
-        self._take: Any = None
-        upsert = upsert_for(engine)
-        if upsert is not None:  # one statement instead of delete + insert
-            statement = upsert(turn_leases)
-            self._take = statement.on_conflict_do_update(
-                index_elements=[turn_leases.c.task_id],
-                set_={c.name: statement.excluded[c.name] for c in turn_leases.c},
-            )
+        # One statement instead of delete + insert (None on a database without it).
+        self._take = upsert_statement(engine, turn_leases, ["task_id"])
 
     async def take(self, lease: Lease) -> None:
         row = {**lease.__dict__, "replica": self.replica, "heartbeat": time.time()}

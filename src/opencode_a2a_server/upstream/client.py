@@ -178,9 +178,7 @@ class OpenCodeClient:
                     headers=self._headers(extra, body is not None),
                     timeout=call_timeout,
                 ) as raw:
-                    response = UpstreamResponse(
-                        raw.status, raw.headers, await raw.read(), raw.reason or ""
-                    )
+                    response = await _whole(raw)
             except TimeoutError as exc:
                 raise UpstreamUnreachable(
                     f"OpenCode did not answer {method} {path} in time ({type(exc).__name__})"
@@ -221,10 +219,7 @@ class OpenCodeClient:
             ) from exc
         try:
             if response.status != 200:
-                whole = UpstreamResponse(
-                    response.status, response.headers, await response.read(), response.reason or ""
-                )
-                _decode(whole, "GET", path)
+                _decode(await _whole(response), "GET", path)
             yield EventStream(response)
         except aiohttp.ClientError as exc:
             raise UpstreamUnreachable(
@@ -280,6 +275,10 @@ class OpenCodeClient:
     async def session_status(self, directory: str | None = None) -> dict[str, Any]:
         result = await self.request("GET", "/session/status", directory=directory)
         return _expect_dict(result, "/session/status")
+
+
+async def _whole(raw: aiohttp.ClientResponse) -> UpstreamResponse:
+    return UpstreamResponse(raw.status, raw.headers, await raw.read(), raw.reason or "")
 
 
 def _basic(username: str, password: str | None) -> str | None:

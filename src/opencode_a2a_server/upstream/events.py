@@ -154,7 +154,7 @@ class EventHub:
                         self._broadcast(StreamRestored())
                     was_connected = True
                     backoff = 0.2
-                    async for event in _parse_sse(response.chunks()):
+                    async for event in parse_sse(response.chunks()):
                         self.dispatch(event)
                 reason = "OpenCode closed its event stream"
             except asyncio.CancelledError:
@@ -214,7 +214,7 @@ class EventHub:
 MAX_EVENT_BYTES = 32 * 2**20  # one event larger than this means a broken stream
 
 
-async def _parse_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def parse_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
     """Decode the `data:` lines of an SSE byte stream into JSON objects, one per event.
 
     Works on the raw chunks as they arrive (a chunk may end anywhere, even inside a
